@@ -1,0 +1,106 @@
+"""Prompt layouts of the conditions (BRIEF.md): URIAL plain-text blocks and chat templates.
+
+The header, the in-context examples and the summarisation prompt are data files under
+``engine/data`` so researchers can read and replace them without touching code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib.resources import files
+
+FENCE = "```"
+QUERY_MARK = "# Query:"
+# A base model stops at the closing fence; one that runs on into a new example is cut there.
+STOP_STRINGS = (FENCE, QUERY_MARK)
+
+
+@dataclass(frozen=True)
+class Example:
+    query: str
+    answer: str
+    summary: str | None = None
+
+
+def _data(name: str) -> str:
+    return files("engine").joinpath("data", name).read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=1)
+def urial_header() -> str:
+    return _data("urial_header.txt").strip()
+
+
+@lru_cache(maxsize=1)
+def fixed_examples() -> tuple[Example, ...]:
+    raw = json.loads(_data("icl_examples.json"))
+    return tuple(Example(e["query"], e["answer"], e.get("summary")) for e in raw["examples"])
+
+
+def _block(title: str, body: str | None) -> str:
+    # ``body=None`` leaves the fence open: the model writes from there.
+    if body is None:
+        return f"# {title}:\n{FENCE}\n"
+    return f"# {title}:\n{FENCE}\n{body.strip()}\n{FENCE}\n"
+
+
+def urial_prompt(
+    query: str,
+    examples: tuple[Example, ...] | list[Example] = (),
+    *,
+    with_summaries: bool = False,
+    hint: str | None = None,
+) -> str:
+    """The URIAL layout: header, examples, then the query with an open answer fence.
+
+    With ``with_summaries`` each example carries its ``# Summary:`` block and the test query
+    carries ``hint`` in one (the hinted condition).
+    """
+    parts = [urial_header() + "\n"]
+    for ex in examples:
+        blocks = [_block("Query", ex.query)]
+        if with_summaries:
+            if not ex.summary:
+                raise ValueError(f"example {ex.query[:40]!r} has no summary for a hinted prompt")
+            blocks.append(_block("Summary", ex.summary))
+        blocks.append(_block("Answer", ex.answer))
+        parts.append("\n".join(blocks))
+    test = [_block("Query", query)]
+    if with_summaries:
+        if not hint or not hint.strip():
+            raise ValueError("the hinted condition needs a hint")
+        test.append(_block("Summary", hint))
+    test.append(_block("Answer", None))
+    parts.append("\n".join(test))
+    return "\n".join(parts)
+
+
+def summary_request(query: str, answer: str) -> str:
+    """The user turn that asks the aligned model for a semantic hint of ``answer``."""
+    # str.replace, not str.format: queries and answers may contain braces.
+    return (
+        _data("summary_prompt.txt").strip().replace("{query}", query.strip()).replace("{answer}", answer.strip())
+    )
+
+
+def cut_at_stop(text: str, stops: tuple[str, ...] = STOP_STRINGS) -> tuple[str, str | None]:
+    """Cut ``text`` at the earliest stop string; returns (kept text, stop found or None)."""
+    best, found = len(text), None
+    for stop in stops:
+        i = text.find(stop)
+        if i != -1 and i < best:
+            best, found = i, stop
+    return text[:best], found
+
+
+def held_back(text: str, stops: tuple[str, ...] = STOP_STRINGS) -> int:
+    """How many trailing characters could be the start of a stop string (not shown yet)."""
+    keep = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:n]):
+                keep = max(keep, n)
+                break
+    return keep
