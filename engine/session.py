@@ -1,0 +1,581 @@
+"""Session files: one SQLite database per session, holding prompts, hints, generations, metrics.
+
+Modelled on simonw/llm's logs.db: sqlite-utils with named migrations, ULID primary keys,
+ISO-8601 UTC timestamps and JSON in ``*_json`` columns. Headless commands import this module,
+so it must stay free of torch / transformers / sentence-transformers / textual.
+
+Safety rules, because a session file may be a colleague's only copy of hours of generations:
+an existing file is inspected read-only (header, ``PRAGMA quick_check``, schema version) before
+anything is written, and is refused untouched if it is not a healthy overton session this
+program understands.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+from ulid import ULID
+
+from engine import __version__
+
+# Bump together with a new migration; stored in PRAGMA user_version so that an older overton
+# can tell that a file was written by a newer one (and refuse it instead of misreading it).
+SCHEMA_VERSION = 1
+MIGRATION_SET = "overton"
+SQLITE_HEADER = b"SQLite format 3\x00"
+BUSY_TIMEOUT_MS = 5000
+
+FINISH_REASONS = frozenset(
+    {"stop", "new_query", "eos", "length", "cancelled", "error", "imported"}
+)
+GENERATION_SOURCES = frozenset({"generated", "imported"})
+
+# Windows forbids these in file names; rejecting them everywhere keeps session files portable.
+RESERVED_CHARS = set(':*?"<>|')
+_NAME_RE = re.compile(r"[\w.\-]+")  # letters (any script), digits, '_', '.', '-'
+_MAX_NAME = 200
+
+
+class SessionError(Exception):
+    """A problem the user can fix; the message is shown as-is, without a traceback."""
+
+
+def now_iso() -> str:
+    """Current UTC time, ISO-8601 with milliseconds and an explicit ``+00:00`` offset."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def new_id() -> str:
+    return str(ULID())
+
+
+# --------------------------------------------------------------------------- path resolution
+
+
+def resolve_session_path(name_or_path: str | Path | None, sessions_dir: Path) -> Path:
+    """Turn what the user typed into a session file path.
+
+    ``None`` → a new timestamped file in ``sessions_dir``; a bare name → ``sessions_dir/NAME.db``;
+    anything with a path separator, or naming an existing file, → that path as-is.
+    """
+    sessions_dir = Path(sessions_dir).expanduser()
+    if name_or_path is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = sessions_dir / f"session-{stamp}.db"
+        n = 2
+        while path.exists():  # two sessions started in the same second
+            path = sessions_dir / f"session-{stamp}-{n}.db"
+            n += 1
+        return path
+
+    text = str(name_or_path)
+    if not text.strip():
+        raise SessionError("The session name is empty. Give a name such as 'pilot' or a path.")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise SessionError(
+            f"The session name {text!r} contains control characters (or NUL). "
+            "Use letters, digits, '.', '_' and '-'."
+        )
+
+    separators = {"/", "\\"} if _is_windows() else {"/"}
+    candidate = Path(text).expanduser()
+    if any(s in text for s in separators) or text.startswith("~") or _exists(candidate, "file"):
+        if _exists(candidate, "dir"):
+            raise SessionError(f"{candidate} is a directory, not a session file. Give a file path.")
+        if not _exists(candidate):
+            # A new file anywhere is fine, but keep its name portable (drive letter aside).
+            rest = text[len(Path(text).drive):]
+            bad = sorted(set(rest) & RESERVED_CHARS)
+            if bad:
+                raise SessionError(
+                    f"The path {text!r} contains reserved characters {''.join(bad)!r}. "
+                    "Choose a path without them."
+                )
+        return candidate
+
+    bad = sorted(set(text) & RESERVED_CHARS)
+    if bad:
+        raise SessionError(
+            f"The session name {text!r} contains reserved characters {''.join(bad)!r}. "
+            "Use letters, digits, '.', '_' and '-'."
+        )
+    if text.startswith(".") or ".." in text or not _NAME_RE.fullmatch(text):
+        raise SessionError(
+            f"{text!r} is not a valid session name. Use letters, digits, '.', '_' and '-' "
+            "(not starting with '.', no '..'), or give a path containing '/'."
+        )
+    if len(text) > _MAX_NAME:
+        raise SessionError(f"The session name is too long ({len(text)} characters, max {_MAX_NAME}).")
+    return sessions_dir / (text if text.endswith(".db") else text + ".db")
+
+
+def _is_windows() -> bool:
+    return os.name == "nt"
+
+
+def _exists(path: Path, kind: str = "any") -> bool:
+    # Path.is_file() raises for e.g. over-long names (ENAMETOOLONG); treat those as absent and
+    # let the name rules produce the user-facing message.
+    try:
+        return {"file": path.is_file, "dir": path.is_dir, "any": path.exists}[kind]()
+    except (OSError, ValueError):
+        return False
+
+
+# --------------------------------------------------------------------------- schema
+
+migrations = sqlite_utils.Migrations(MIGRATION_SET)
+
+
+# Plain DDL rather than Table.create(): hints and generations reference each other
+# (hint_id / the summary generation_id), which sqlite-utils refuses to declare.
+M001_SQL = [
+    """CREATE TABLE sessions_meta (
+        key TEXT PRIMARY KEY,
+        value TEXT
+    )""",
+    """CREATE TABLE prompts (
+        id TEXT PRIMARY KEY,              -- ULID
+        external_id TEXT UNIQUE,          -- e.g. a data set's id; NULLs never collide
+        text TEXT NOT NULL,
+        created_at TEXT NOT NULL,         -- ISO-8601 UTC
+        meta_json TEXT
+    )""",
+    """CREATE TABLE hints (
+        id TEXT PRIMARY KEY,
+        prompt_id TEXT NOT NULL REFERENCES prompts(id),
+        text TEXT NOT NULL,
+        source TEXT NOT NULL,             -- 'aligned-summary' | 'user' | 'imported' | ...
+        model_id TEXT,
+        generation_id TEXT REFERENCES generations(id),  -- the summary generation
+        created_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX idx_hints_prompt ON hints (prompt_id, created_at)",
+    """CREATE TABLE generations (
+        id TEXT PRIMARY KEY,
+        prompt_id TEXT NOT NULL REFERENCES prompts(id),
+        condition TEXT NOT NULL,          -- 'base', 'aligned', 'hinted', 'summary', ...
+        sample_index INTEGER NOT NULL DEFAULT 0,
+        model_id TEXT,
+        model_name TEXT,
+        model_family TEXT,
+        backend TEXT,
+        prompt_text TEXT,                 -- the exact text sent to the model
+        hint_id TEXT REFERENCES hints(id),
+        hint TEXT,                        -- the hint text as used, even if edited later
+        settings_json TEXT,
+        seed INTEGER,
+        text TEXT,                        -- answer with the stop text stripped
+        raw_text TEXT,
+        finish_reason TEXT,               -- see FINISH_REASONS
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        duration_s REAL,
+        started_at TEXT,
+        created_at TEXT NOT NULL,
+        source TEXT NOT NULL DEFAULT 'generated',  -- 'generated' | 'imported'
+        meta_json TEXT                    -- anything else, e.g. an error message
+    )""",
+    "CREATE INDEX idx_generations_prompt ON generations (prompt_id, condition, sample_index)",
+    """CREATE TABLE metrics (
+        id TEXT PRIMARY KEY,
+        prompt_id TEXT NOT NULL REFERENCES prompts(id),
+        name TEXT NOT NULL,               -- 'jaccard', 'embedding_cosine', 'coverage', 'words', ...
+        condition TEXT,
+        other_condition TEXT,
+        generation_id TEXT REFERENCES generations(id),
+        other_generation_id TEXT REFERENCES generations(id),
+        value REAL,
+        meta_json TEXT,
+        created_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX idx_metrics_prompt ON metrics (prompt_id, name)",
+]
+
+
+@migrations()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    for statement in M001_SQL:
+        db.execute(statement)
+    db["sessions_meta"].insert_all(
+        [
+            {"key": "created_at", "value": now_iso()},
+            {"key": "overton_version", "value": __version__},
+            {"key": "notes", "value": ""},
+        ]
+    )
+
+
+KNOWN_MIGRATIONS = frozenset(m.name for m in migrations._migrations)
+
+GENERATION_FIELDS = frozenset(
+    {
+        "id", "condition", "sample_index", "model_id", "model_name", "model_family", "backend",
+        "prompt_text", "hint_id", "hint", "settings", "seed", "text", "raw_text",
+        "finish_reason", "prompt_tokens", "completion_tokens", "duration_s", "started_at",
+        "created_at", "source", "meta",
+    }
+)
+METRIC_FIELDS = frozenset(
+    {"name", "condition", "other_condition", "generation_id", "other_generation_id",
+     "value", "meta", "created_at"}
+)
+DATA_TABLES = ("prompts", "hints", "generations", "metrics")
+
+
+# --------------------------------------------------------------------------- pre-open checks
+
+
+def _check_existing(path: Path) -> None:
+    """Refuse, without writing a byte, a file that is not a healthy session we understand."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(100)
+    except OSError as e:
+        raise SessionError(f"Cannot read {path}: {e.strerror or e}. Check the path and permissions.")
+    if not header:
+        return  # an empty file is an empty SQLite database; safe to initialise
+    if not header.startswith(SQLITE_HEADER):
+        raise SessionError(
+            f"{path} is not a SQLite database, so it cannot be an overton session. "
+            "Check the path, or choose another session name."
+        )
+    if len(header) < 100:
+        raise SessionError(f"{path} is a truncated SQLite file. Restore it from a backup or choose another file.")
+
+    # Read-only URI (as_uri escapes '?', '#', '%' and spaces). Without a -wal or -journal beside
+    # the file, nothing else is mid-write, so immutable=1 reads the file alone and, unlike plain
+    # mode=ro on a WAL-mode file, leaves no -wal/-shm behind next to a file we then refuse.
+    uri = path.resolve().as_uri() + "?mode=ro"
+    if not any(Path(f"{path}{suffix}").exists() for suffix in ("-wal", "-journal")):
+        uri += "&immutable=1"
+    try:
+        ro = sqlite3.connect(uri, uri=True)
+    except sqlite3.Error as e:
+        raise SessionError(f"Cannot open {path}: {e}. Check the path and permissions.")
+    try:
+        try:
+            problems = [r[0] for r in ro.execute("PRAGMA quick_check").fetchall()]
+        except sqlite3.DatabaseError as e:
+            problems = [str(e)]
+        if problems != ["ok"]:
+            raise SessionError(
+                f"{path} is damaged (SQLite integrity check: {'; '.join(problems[:3])}). "
+                "It was left untouched; restore it from a backup or open another file."
+            )
+        version = ro.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in ro.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        applied: set[str] = set()
+        if "_sqlite_migrations" in tables:
+            applied = {
+                r[0]
+                for r in ro.execute(
+                    "SELECT name FROM _sqlite_migrations WHERE migration_set = ?", [MIGRATION_SET]
+                )
+            }
+    except sqlite3.Error as e:
+        raise SessionError(f"Cannot read {path}: {e}. It was left untouched.")
+    finally:
+        ro.close()
+
+    if version > SCHEMA_VERSION or applied - KNOWN_MIGRATIONS:
+        raise SessionError(
+            f"{path} was written by a newer overton (session schema {version}; this program "
+            f"knows up to {SCHEMA_VERSION}). Upgrade overton to open it; the file was left untouched."
+        )
+    user_tables = {t for t in tables if not t.startswith("sqlite_")}
+    if user_tables and not applied and version == 0:
+        raise SessionError(
+            f"{path} is a SQLite database but not an overton session "
+            f"(it has tables {', '.join(sorted(user_tables)[:5])}). "
+            "It was left untouched; choose another file name."
+        )
+
+
+# --------------------------------------------------------------------------- the session
+
+
+class Session:
+    """An open session file. Every method is safe to call from several threads."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection):
+        self.path = path
+        self.conn = conn
+        self.db = sqlite_utils.Database(conn, execute_plugins=False)
+        # One connection shared by the TUI's worker threads: the lock serialises its use.
+        self.lock = threading.RLock()
+
+    # ----- opening / closing
+
+    @classmethod
+    def open(cls, path: Path, create: bool = True) -> Session:
+        path = Path(path).expanduser()
+        try:
+            is_dir, exists = path.is_dir(), path.exists()
+        except (OSError, ValueError) as e:  # over-long name, NUL byte, ...
+            raise SessionError(f"Cannot use {str(path)!r} as a session file: {e}.") from None
+        if is_dir:
+            raise SessionError(f"{path} is a directory, not a session file.")
+        if exists:
+            _check_existing(path)
+        elif not create:
+            raise SessionError(f"No session file at {path}. Check the name, or create a new session.")
+        else:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise SessionError(f"Cannot create the folder {path.parent}: {e.strerror or e}.")
+
+        try:
+            conn = sqlite3.connect(str(path), check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+        except sqlite3.Error as e:
+            raise SessionError(f"Cannot open {path}: {e}. Check the path and permissions.")
+        session = cls(path, conn)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            session.db.enable_wal()  # lets a second process read and write alongside us
+            with session._write():
+                # Re-check under the write lock: another process may have upgraded the file.
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise SessionError(
+                        f"{path} was just upgraded by a newer overton (schema {version}). "
+                        "Upgrade overton to open it."
+                    )
+                migrations.apply(session.db)
+                if version != SCHEMA_VERSION:
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except SessionError:
+            conn.close()
+            raise
+        except sqlite3.Error as e:
+            conn.close()
+            raise SessionError(f"Cannot open session {path}: {e}. Check that it is writable.")
+        return session
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        """A short write transaction. BEGIN IMMEDIATE takes the file's write lock up front (waiting
+        up to busy_timeout), so a read-then-write can never fail with a stale WAL snapshot when
+        another process writes too. sqlite-utils calls inside nest as savepoints."""
+        with self.lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    # ----- metadata
+
+    def meta(self) -> dict[str, str]:
+        with self.lock:
+            return {r["key"]: r["value"] for r in self.db["sessions_meta"].rows}
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._write():
+            self.db["sessions_meta"].upsert({"key": key, "value": value}, pk="key")
+
+    # ----- writes
+
+    def add_prompt(self, text: str, external_id: str | None = None, meta: dict | None = None) -> str:
+        row = {
+            "id": new_id(),
+            "external_id": external_id,
+            "text": text,
+            "created_at": now_iso(),
+            "meta_json": _dumps(meta),
+        }
+        try:
+            with self._write():
+                self.db["prompts"].insert(row)
+        except sqlite3.IntegrityError:
+            if external_id is not None and self.find_prompt(external_id) is not None:
+                raise ValueError(f"a prompt with external_id {external_id!r} already exists") from None
+            raise
+        return row["id"]
+
+    def add_hint(
+        self,
+        prompt_id: str,
+        text: str,
+        source: str,
+        model_id: str | None = None,
+        generation_id: str | None = None,
+    ) -> str:
+        row = {
+            "id": new_id(),
+            "prompt_id": prompt_id,
+            "text": text,
+            "source": source,
+            "model_id": model_id,
+            "generation_id": generation_id,
+            "created_at": now_iso(),
+        }
+        with self._write(), _refs("hint"):
+            self.db["hints"].insert(row)
+        return row["id"]
+
+    def add_generation(self, prompt_id: str, **fields: Any) -> str:
+        unknown = set(fields) - GENERATION_FIELDS
+        if unknown:
+            raise ValueError(f"unknown generation fields: {', '.join(sorted(unknown))}")
+        if not fields.get("condition"):
+            raise ValueError("a generation needs a condition (e.g. 'base', 'aligned', 'hinted')")
+        finish = fields.get("finish_reason")
+        if finish is not None and finish not in FINISH_REASONS:
+            raise ValueError(f"finish_reason must be one of {sorted(FINISH_REASONS)}, not {finish!r}")
+        source = fields.get("source", "generated")
+        if source not in GENERATION_SOURCES:
+            raise ValueError(f"source must be one of {sorted(GENERATION_SOURCES)}, not {source!r}")
+
+        row: dict[str, Any] = {k: v for k, v in fields.items() if k not in ("settings", "meta")}
+        row.update(
+            id=fields.get("id") or new_id(),
+            prompt_id=prompt_id,
+            sample_index=fields.get("sample_index", 0),
+            source=source,
+            created_at=fields.get("created_at") or now_iso(),
+            settings_json=_dumps(fields.get("settings")),
+            meta_json=_dumps(fields.get("meta")),
+        )
+        with self._write(), _refs("generation"):
+            if row.get("hint_id") and row.get("hint") is None:
+                # Keep the hint text with the generation even if the hint is edited later.
+                found = self.conn.execute("SELECT text FROM hints WHERE id = ?", [row["hint_id"]]).fetchone()
+                row["hint"] = found[0] if found else None
+            self.db["generations"].insert(row)
+        return row["id"]
+
+    def add_metrics(self, prompt_id: str, rows: list[dict]) -> None:
+        """Store metric rows; rows already stored for the same (name, condition, other_condition)
+        of this prompt are replaced, so recomputing never duplicates."""
+        now = now_iso()
+        records = []
+        for r in rows:
+            unknown = set(r) - METRIC_FIELDS
+            if unknown:
+                raise ValueError(f"unknown metric fields: {', '.join(sorted(unknown))}")
+            if not r.get("name"):
+                raise ValueError("a metric row needs a name")
+            value = r.get("value")
+            records.append(
+                {
+                    "id": new_id(),
+                    "prompt_id": prompt_id,
+                    "name": r["name"],
+                    "condition": r.get("condition"),
+                    "other_condition": r.get("other_condition"),
+                    "generation_id": r.get("generation_id"),
+                    "other_generation_id": r.get("other_generation_id"),
+                    "value": None if value is None else float(value),
+                    "meta_json": _dumps(r.get("meta")),
+                    "created_at": r.get("created_at") or now,
+                }
+            )
+        keys = {(r["name"], r["condition"], r["other_condition"]) for r in records}
+        with self._write(), _refs("metrics"):
+            for name, cond, other in keys:
+                self.conn.execute(
+                    "DELETE FROM metrics WHERE prompt_id = ? AND name = ? "
+                    "AND condition IS ? AND other_condition IS ?",
+                    [prompt_id, name, cond, other],
+                )
+            if records:
+                self.db["metrics"].insert_all(records)
+
+    # ----- reads
+
+    def prompts(self) -> list[dict]:
+        return self._select("SELECT * FROM prompts ORDER BY created_at, rowid")
+
+    def prompt(self, prompt_id: str) -> dict:
+        rows = self._select("SELECT * FROM prompts WHERE id = ?", [prompt_id])
+        if not rows:
+            raise KeyError(f"no prompt with id {prompt_id!r} in {self.path}")
+        return rows[0]
+
+    def find_prompt(self, external_id: str) -> dict | None:
+        rows = self._select("SELECT * FROM prompts WHERE external_id = ?", [external_id])
+        return rows[0] if rows else None
+
+    def hints(self, prompt_id: str) -> list[dict]:
+        return self._select("SELECT * FROM hints WHERE prompt_id = ? ORDER BY created_at, rowid", [prompt_id])
+
+    def latest_hint(self, prompt_id: str) -> dict | None:
+        rows = self._select(
+            "SELECT * FROM hints WHERE prompt_id = ? ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            [prompt_id],
+        )
+        return rows[0] if rows else None
+
+    def generations(self, prompt_id: str | None = None, condition: str | None = None) -> list[dict]:
+        where, params = [], []
+        if prompt_id is not None:
+            where.append("prompt_id = ?")
+            params.append(prompt_id)
+        if condition is not None:
+            where.append("condition = ?")
+            params.append(condition)
+        sql = "SELECT * FROM generations"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return self._select(sql + " ORDER BY condition, sample_index, created_at, rowid", params)
+
+    def metrics(self, prompt_id: str) -> list[dict]:
+        return self._select(
+            "SELECT * FROM metrics WHERE prompt_id = ? "
+            "ORDER BY name, condition, other_condition, created_at, rowid",
+            [prompt_id],
+        )
+
+    def counts(self) -> dict[str, int]:
+        with self.lock:
+            return {t: self.conn.execute(f"SELECT count(*) FROM [{t}]").fetchone()[0] for t in DATA_TABLES}
+
+    def _select(self, sql: str, params: list | None = None) -> list[dict]:
+        """Rows as dicts; each ``x_json`` column is also given decoded as ``x`` ({} when NULL)."""
+        with self.lock:
+            cursor = self.conn.execute(sql, params or [])
+            names = [d[0] for d in cursor.description]
+            rows = [dict(zip(names, values)) for values in cursor.fetchall()]
+        for row in rows:
+            for key in [k for k in row if k.endswith("_json")]:
+                row[key[: -len("_json")]] = json.loads(row[key]) if row[key] is not None else {}
+        return rows
+
+
+@contextmanager
+def _refs(what: str) -> Iterator[None]:
+    """Foreign-key failures are caller bugs (an id from another session); say so plainly."""
+    try:
+        yield
+    except sqlite3.IntegrityError as e:
+        raise ValueError(f"cannot add {what}: {e} (an id does not exist in this session?)") from e
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False)

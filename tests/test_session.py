@@ -1,0 +1,487 @@
+"""Session files: schema, round trips, path rules, refusal of bad files, concurrency."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import threading
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from ulid import ULID
+
+from engine.session import (
+    SCHEMA_VERSION,
+    Session,
+    SessionError,
+    resolve_session_path,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def assert_utc_iso(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    assert parsed.utcoffset() == timedelta(0), value
+    assert abs(datetime.now(parsed.tzinfo) - parsed) < timedelta(minutes=5)
+    return parsed
+
+
+def make_session_file(path: Path, n: int = 30) -> None:
+    with Session.open(path) as s:
+        for i in range(n):
+            pid = s.add_prompt(f"prompt {i} " + "x" * 400, external_id=f"p{i}")
+            s.add_generation(pid, condition="base", text="answer " * 100)
+
+
+# --------------------------------------------------------------------------- basics
+
+
+def test_create_reopen_append(tmp_path):
+    path = tmp_path / "nested" / "dir" / "s.db"  # parent folders are created
+    with Session.open(path) as s:
+        p1 = s.add_prompt("first")
+        meta = s.meta()
+        assert meta["overton_version"]
+        assert meta["notes"] == ""
+        assert_utc_iso(meta["created_at"])
+    assert path.is_file()
+
+    with Session.open(path, create=False) as s:
+        p2 = s.add_prompt("second")
+        s.set_meta("notes", "pilot run")
+        assert [p["id"] for p in s.prompts()] == [p1, p2]  # newest last
+        assert [p["text"] for p in s.prompts()] == ["first", "second"]
+        assert s.counts() == {"prompts": 2, "hints": 0, "generations": 0, "metrics": 0}
+        assert s.meta()["created_at"] == meta["created_at"]  # not re-initialised
+
+    raw = sqlite3.connect(path)
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    applied = raw.execute("SELECT migration_set, name, applied_at FROM _sqlite_migrations").fetchall()
+    assert [(a, b) for a, b, _ in applied] == [("overton", "m001_initial")]  # applied once
+    assert raw.execute("SELECT value FROM sessions_meta WHERE key='notes'").fetchone()[0] == "pilot run"
+    raw.close()
+
+
+def test_open_missing_without_create(tmp_path):
+    with pytest.raises(SessionError, match="No session file"):
+        Session.open(tmp_path / "absent.db", create=False)
+    assert not (tmp_path / "absent.db").exists()
+
+
+def test_open_directory_refused(tmp_path):
+    with pytest.raises(SessionError, match="directory"):
+        Session.open(tmp_path)
+
+
+def test_wal_busy_timeout_foreign_keys(tmp_path):
+    path = tmp_path / "s.db"
+    with Session.open(path) as s:
+        assert s.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert s.conn.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
+        assert s.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert s.db.journal_mode == "wal"
+    # WAL is persistent: a fresh plain connection sees it too.
+    raw = sqlite3.connect(path)
+    assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    raw.close()
+
+
+def test_rows_and_json_round_trip(tmp_path):
+    with Session.open(tmp_path / "s.db") as s:
+        meta = {"dataset": "lima-oe", "tags": ["open", "ended"], "n": 3, "note": "café ✓"}
+        pid = s.add_prompt("What is love?", external_id="lima-7", meta=meta)
+        assert s.prompt(pid)["meta"] == meta
+        assert s.prompt(pid)["text"] == "What is love?"
+        assert s.find_prompt("lima-7")["id"] == pid
+        assert s.find_prompt("missing") is None
+        with pytest.raises(KeyError):
+            s.prompt("01NOTAREALID")
+        with pytest.raises(ValueError, match="already exists"):
+            s.add_prompt("dup", external_id="lima-7")
+        s.add_prompt("no external id")
+        s.add_prompt("another without one")  # NULL external_ids never collide
+
+        summary = s.add_generation(pid, condition="summary", model_id="m-al", text="A summary.")
+        h1 = s.add_hint(pid, "Old hint.", "aligned-summary", model_id="m-al", generation_id=summary)
+        h2 = s.add_hint(pid, "Edited hint.", "user")
+        assert [h["id"] for h in s.hints(pid)] == [h1, h2]
+        assert s.latest_hint(pid)["text"] == "Edited hint."
+        assert s.hints(pid)[0]["generation_id"] == summary
+        assert s.hints(pid)[0]["model_id"] == "m-al"
+
+        fields = dict(
+            condition="hinted",
+            sample_index=2,
+            model_id="hf:base",
+            model_name="SmolLM2-135M",
+            model_family="smollm2",
+            backend="transformers",
+            prompt_text="# Query:\n```\nWhat is love?\n```",
+            hint_id=h1,
+            settings={"temperature": 0.5, "repetition_penalty": 1.1, "max_new_tokens": 700, "stop": ["```"]},
+            seed=1234,
+            text="Love is...",
+            raw_text="Love is...\n```",
+            finish_reason="stop",
+            prompt_tokens=321,
+            completion_tokens=45,
+            duration_s=1.25,
+            started_at="2026-01-01T00:00:00.000+00:00",
+            meta={"note": "x"},
+        )
+        gid = s.add_generation(pid, **fields)
+        g = next(g for g in s.generations(pid) if g["id"] == gid)
+        for key, value in fields.items():
+            assert g[key] == value, key
+        assert g["hint"] == "Old hint."  # filled from hint_id
+        assert g["source"] == "generated"
+        assert g["prompt_id"] == pid
+
+        with pytest.raises(ValueError, match="unknown generation fields: temperature"):
+            s.add_generation(pid, condition="base", temperature=0.5)
+        with pytest.raises(ValueError, match="finish_reason"):
+            s.add_generation(pid, condition="base", finish_reason="max_tokens")
+        with pytest.raises(ValueError, match="condition"):
+            s.add_generation(pid, text="no condition")
+        with pytest.raises(ValueError, match="does not exist"):
+            s.add_generation("01UNKNOWNPROMPT", condition="base")
+        with pytest.raises(ValueError, match="does not exist"):
+            s.add_hint("01UNKNOWNPROMPT", "h", "user")
+        assert s.counts() == {"prompts": 3, "hints": 2, "generations": 2, "metrics": 0}
+
+
+def test_generation_ordering_and_filters(tmp_path):
+    with Session.open(tmp_path / "s.db") as s:
+        p = s.add_prompt("q")
+        other = s.add_prompt("q2")
+        for cond, idx in [("hinted", 1), ("base", 2), ("base", 0), ("aligned", 0), ("base", 1)]:
+            s.add_generation(p, condition=cond, sample_index=idx, text=f"{cond}{idx}")
+        s.add_generation(other, condition="base", sample_index=0, text="other")
+        texts = [g["text"] for g in s.generations(p)]
+        assert texts == ["aligned0", "base0", "base1", "base2", "hinted1"]
+        assert [g["text"] for g in s.generations(p, condition="base")] == ["base0", "base1", "base2"]
+        assert [g["text"] for g in s.generations(condition="base")] == ["base0", "other", "base1", "base2"]
+        assert len(s.generations()) == 6
+        assert s.generations(p)[0]["settings"] == {}  # NULL settings decode to an empty dict
+
+
+def test_ulid_ids_and_utc_times(tmp_path):
+    with Session.open(tmp_path / "s.db") as s:
+        pid = s.add_prompt("q")
+        hid = s.add_hint(pid, "h", "user")
+        gid = s.add_generation(pid, condition="base")
+        s.add_metrics(pid, [{"name": "words", "condition": "base", "generation_id": gid, "value": 3}])
+        mid = s.metrics(pid)[0]["id"]
+        for id_ in (pid, hid, gid, mid):
+            assert len(id_) == 26
+            assert str(ULID.from_str(id_)) == id_
+        assert len({pid, hid, gid, mid}) == 4
+        rows = [s.prompt(pid), s.hints(pid)[0], s.generations(pid)[0], s.metrics(pid)[0]]
+        for row in rows:
+            assert_utc_iso(row["created_at"])
+
+
+def test_metrics_replacement(tmp_path):
+    with Session.open(tmp_path / "s.db") as s:
+        p = s.add_prompt("q")
+        q = s.add_prompt("q2")
+        gens = [s.add_generation(p, condition="hinted", sample_index=i) for i in range(3)]
+
+        def jaccard_rows(scale):
+            return [
+                {"name": "jaccard", "condition": "hinted", "other_condition": "aligned",
+                 "generation_id": g, "value": scale * (i + 1), "meta": {"i": i}}
+                for i, g in enumerate(gens)
+            ]
+
+        s.add_metrics(p, jaccard_rows(0.1) + [
+            {"name": "words", "condition": "hinted", "generation_id": gens[0], "value": 120},
+            {"name": "jaccard", "condition": "hinted", "other_condition": None, "value": 0.5},
+        ])
+        s.add_metrics(q, [{"name": "jaccard", "condition": "hinted", "other_condition": "aligned", "value": 0.9}])
+        assert s.counts()["metrics"] == 6
+
+        # Recompute the hinted-vs-aligned Jaccard: replaced, not duplicated; others untouched.
+        s.add_metrics(p, jaccard_rows(0.2))
+        rows = s.metrics(p)
+        assert len(rows) == 5
+        pair = [r for r in rows if r["other_condition"] == "aligned"]
+        assert sorted(r["value"] for r in pair) == pytest.approx([0.2, 0.4, 0.6])
+        assert sorted(r["meta"]["i"] for r in pair) == [0, 1, 2]
+        assert {r["generation_id"] for r in pair} == set(gens)
+        assert [r["value"] for r in rows if r["name"] == "words"] == [120.0]
+        assert [r["value"] for r in rows if r["name"] == "jaccard" and r["other_condition"] is None] == [0.5]
+        assert [r["value"] for r in s.metrics(q)] == [0.9]
+
+        # A NULL value is allowed (e.g. Jaccard undefined for two empty bags).
+        s.add_metrics(p, [{"name": "words", "condition": "hinted", "value": None}])
+        assert [r["value"] for r in s.metrics(p) if r["name"] == "words"] == [None]
+        with pytest.raises(ValueError, match="unknown metric fields"):
+            s.add_metrics(p, [{"name": "x", "score": 1}])
+        assert s.counts()["metrics"] == 6
+
+
+def test_failed_metrics_batch_rolls_back(tmp_path):
+    with Session.open(tmp_path / "s.db") as s:
+        p = s.add_prompt("q")
+        s.add_metrics(p, [{"name": "jaccard", "condition": "base", "value": 0.3}])
+        with pytest.raises(ValueError, match="does not exist"):
+            s.add_metrics(p, [{"name": "jaccard", "condition": "base", "value": 0.4,
+                               "generation_id": "01NOSUCHGENERATION"}])
+        # The delete of the old row was rolled back with the failed insert.
+        assert [r["value"] for r in s.metrics(p)] == [0.3]
+
+
+# --------------------------------------------------------------------------- path resolution
+
+
+def test_resolve_none_makes_timestamped_name(tmp_path):
+    path = resolve_session_path(None, tmp_path)
+    assert path.parent == tmp_path
+    assert re.fullmatch(r"session-\d{8}-\d{6}(-\d+)?\.db", path.name)
+    assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [("pilot", "pilot.db"), ("pilot.db", "pilot.db"), ("run_2-b.v1", "run_2-b.v1.db"), ("café", "café.db")],
+)
+def test_resolve_bare_names(tmp_path, monkeypatch, name, expected):
+    monkeypatch.chdir(tmp_path)
+    sessions = tmp_path / "sessions"
+    assert resolve_session_path(name, sessions) == sessions / expected
+
+
+def test_resolve_paths_taken_as_is(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sessions = tmp_path / "sessions"
+    elsewhere = tmp_path / "colleague" / "their run.db"
+    assert resolve_session_path(str(elsewhere), sessions) == elsewhere
+    assert resolve_session_path(elsewhere, sessions) == elsewhere
+    assert resolve_session_path("sub/x.db", sessions) == Path("sub/x.db")
+    assert resolve_session_path("../up.db", sessions) == Path("../up.db")  # explicit path: user's choice
+    assert resolve_session_path("~/s.db", sessions) == Path.home() / "s.db"
+    # An existing file named without a separator is that file, not sessions/NAME.db.
+    (tmp_path / "shared.db").write_bytes(b"")
+    assert resolve_session_path("shared.db", sessions) == Path("shared.db")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["..", "...", ".hidden", "a..b", "..db", "a:b", "a*b", "a?b", 'a"b', "a<b", "a>b", "a|b",
+     "a\x00b", "a\nb", "tab\there", "\x7f", "", "   ", "sp ace", "a\\b", "x" * 300],
+)
+def test_resolve_rejects_bad_names(tmp_path, monkeypatch, bad):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SessionError) as info:
+        resolve_session_path(bad, tmp_path / "sessions")
+    message = str(info.value)
+    assert message and "Traceback" not in message
+    assert any(w in message for w in ("Use letters", "too long", "empty", "control"))
+
+
+def test_resolve_rejects_reserved_chars_in_new_paths(tmp_path):
+    with pytest.raises(SessionError, match="reserved characters"):
+        resolve_session_path(str(tmp_path / "a?b.db"), tmp_path)
+    with pytest.raises(SessionError, match="control"):
+        resolve_session_path(str(tmp_path / "a\x00b.db"), tmp_path)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(min_size=1, max_size=40))
+def test_resolve_bare_name_never_escapes(text):
+    sessions = Path("/nonexistent-overton-sessions/dir")
+    if "/" in text or text.startswith("~") or Path(text).exists():
+        return  # paths are the user's explicit choice
+    try:
+        path = resolve_session_path(text, sessions)
+    except SessionError:
+        return
+    assert path.parent == sessions
+    assert path.name in (text, text + ".db")
+    assert path.resolve().parent == sessions.resolve()
+
+
+# --------------------------------------------------------------------------- refusing bad files
+
+
+def test_refuses_non_sqlite_file_untouched(tmp_path):
+    path = tmp_path / "notes.db"
+    path.write_text("these are my notes, not a database\n" * 20)
+    before = sha(path)
+    with pytest.raises(SessionError, match="not a SQLite database"):
+        Session.open(path)
+    assert sha(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]  # no -wal/-shm left behind
+
+
+def test_refuses_short_file_untouched(tmp_path):
+    path = tmp_path / "short.db"
+    path.write_bytes(b"SQLite format 3\x00" + b"\x00" * 20)
+    before = sha(path)
+    with pytest.raises(SessionError, match="truncated"):
+        Session.open(path)
+    assert sha(path) == before
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.9])
+def test_refuses_truncated_sqlite_untouched(tmp_path, fraction):
+    path = tmp_path / "s.db"
+    make_session_file(path)
+    data = path.read_bytes()
+    assert len(data) > 8 * 4096
+    path.write_bytes(data[: int(len(data) * fraction) // 4096 * 4096])
+    before = sha(path)
+    with pytest.raises(SessionError, match="damaged") as info:
+        Session.open(path)
+    assert "untouched" in str(info.value)
+    assert sha(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.db"]  # no -wal/-shm left behind
+
+
+def test_refuses_newer_schema_untouched(tmp_path):
+    path = tmp_path / "future.db"
+    make_session_file(path, n=3)
+    raw = sqlite3.connect(path)
+    raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    raw.execute("PRAGMA journal_mode = delete")  # as a future version might leave it
+    raw.commit()
+    raw.close()
+    before = sha(path)
+    with pytest.raises(SessionError, match="newer overton") as info:
+        Session.open(path)
+    assert "Upgrade overton" in str(info.value)
+    assert sha(path) == before
+    raw = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # WAL was not switched on
+    raw.close()
+
+
+def test_refuses_unknown_migration_untouched(tmp_path):
+    path = tmp_path / "future.db"
+    make_session_file(path, n=1)
+    raw = sqlite3.connect(path)
+    raw.execute("INSERT INTO _sqlite_migrations (migration_set, name, applied_at) "
+                "VALUES ('overton', 'm999_future', '2030-01-01')")
+    raw.commit()
+    raw.close()
+    before = sha(path)
+    with pytest.raises(SessionError, match="newer overton"):
+        Session.open(path)
+    assert sha(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["future.db"]
+
+
+def test_refuses_foreign_sqlite_database_untouched(tmp_path):
+    path = tmp_path / "logs.db"
+    raw = sqlite3.connect(path)
+    raw.execute("CREATE TABLE responses (id TEXT PRIMARY KEY, body TEXT)")
+    raw.execute("INSERT INTO responses VALUES ('a', 'b')")
+    raw.commit()
+    raw.close()
+    before = sha(path)
+    with pytest.raises(SessionError, match="not an overton session"):
+        Session.open(path)
+    assert sha(path) == before
+
+
+def test_empty_file_is_initialised(tmp_path):
+    path = tmp_path / "empty.db"
+    path.write_bytes(b"")
+    with Session.open(path, create=False) as s:
+        assert s.counts()["prompts"] == 0
+    assert path.read_bytes().startswith(b"SQLite format 3\x00")
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+def test_threads_write_concurrently(tmp_path):
+    n_threads, per_thread = 8, 40
+    with Session.open(tmp_path / "s.db") as s:
+        pid = s.add_prompt("shared prompt")
+        barrier = threading.Barrier(n_threads)
+        errors: list[BaseException] = []
+
+        def worker(t: int) -> None:
+            try:
+                barrier.wait()
+                for i in range(per_thread):
+                    gid = s.add_generation(pid, condition=f"c{t}", sample_index=i, text=f"{t}-{i}")
+                    s.add_metrics(pid, [{"name": "words", "condition": f"c{t}", "generation_id": gid, "value": i}])
+                    s.generations(pid, condition=f"c{t}")
+            except BaseException as e:  # noqa: BLE001 - surfaced below
+                errors.append(e)
+
+        threads = [threading.Thread(target=worker, args=(t,)) for t in range(n_threads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert s.counts()["generations"] == n_threads * per_thread
+        for t in range(n_threads):
+            rows = s.generations(pid, condition=f"c{t}")
+            assert [g["text"] for g in rows] == [f"{t}-{i}" for i in range(per_thread)]
+        # each (name, condition) key was replaced on every write: one row per thread remains
+        assert sorted((m["condition"], m["value"]) for m in s.metrics(pid)) == [
+            (f"c{t}", per_thread - 1.0) for t in range(n_threads)
+        ]
+
+
+CHILD = """
+import sys
+from pathlib import Path
+from engine.session import Session
+path, n = Path(sys.argv[1]), int(sys.argv[2])
+with Session.open(path, create=False) as s:
+    pid = s.find_prompt("shared")["id"]
+    print("ready", flush=True)
+    for i in range(n):
+        s.add_generation(pid, condition="child", sample_index=i, text=f"child-{i}")
+        s.add_metrics(pid, [{"name": "words", "condition": "child", "value": i}])
+"""
+
+
+def test_second_process_writes_while_first_is_open(tmp_path):
+    path = tmp_path / "s.db"
+    n = 60
+    with Session.open(path) as s:
+        pid = s.add_prompt("q", external_id="shared")
+        env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(path), str(n)],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        assert child.stdout.readline().strip() == "ready"
+        # Write from this process at the same time, holding our connection open throughout.
+        for i in range(n):
+            s.add_generation(pid, condition="parent", sample_index=i, text=f"parent-{i}")
+        out, err = child.communicate(timeout=60)
+        assert child.returncode == 0, err
+        assert [g["text"] for g in s.generations(pid, condition="child")] == [f"child-{i}" for i in range(n)]
+        assert [g["text"] for g in s.generations(pid, condition="parent")] == [f"parent-{i}" for i in range(n)]
+        assert s.counts() == {"prompts": 1, "hints": 0, "generations": 2 * n, "metrics": 1}
+        assert s.metrics(pid)[0]["value"] == n - 1
+
+
+def test_import_stays_light():
+    code = (
+        "import sys, engine.session; "
+        "print(sorted(m for m in ('torch', 'transformers', 'sentence_transformers', 'textual') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
