@@ -1,0 +1,170 @@
+"""The ``overton`` command: launches the app, or runs the same job headless.
+
+Heavy libraries (torch, transformers, textual) are imported inside the commands that need
+them, so ``overton --help`` and the headless reports start quickly.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=False,
+    help="overton: compare a base model, its aligned sibling and the hint-guided base model.",
+    rich_markup_mode="rich",
+)
+console = Console()
+err = Console(stderr=True)
+
+SessionOpt = typer.Option(None, "--session", "-s", help="Session name (in the sessions dir) or path to a .db file.")
+ModelsOpt = typer.Option("default", "--models", "-m", help="Trio name (see `overton models`) or base=PATH_OR_ID,aligned=...,embedder=...")
+SamplesOpt = typer.Option(1, "--samples", "-n", min=1, max=50, help="Samples per condition.")
+MaxTokOpt = typer.Option(256, "--max-new-tokens", min=1, max=8192, help="Most new tokens per answer.")
+SeedOpt = typer.Option(0, "--seed", help="Seed of sample 0; sample i uses seed + i.")
+TempOpt = typer.Option(0.5, "--temperature", "-t", min=0.0, help="Sampling temperature (0 = greedy).")
+RepOpt = typer.Option(1.1, "--repetition-penalty", min=0.01, help="Repetition penalty.")
+DirOpt = typer.Option(None, "--sessions-dir", envvar="OVERTON_SESSIONS_DIR", help="Directory of session files [default: ./sessions].")
+
+
+def USER_ERRORS() -> tuple[type[Exception], ...]:
+    """Exceptions whose message is for the user: shown without a traceback."""
+    from engine.generation import PromptTooLong
+    from engine.models import ModelUnavailable
+    from engine.session import SessionError
+    from engine.workbench import EmptyPrompt
+
+    return (ModelUnavailable, PromptTooLong, SessionError, EmptyPrompt)
+
+
+def fail(message: str, code: int = 1) -> None:
+    err.print(Text("error: ", style="bold red") + Text(message))
+    raise typer.Exit(code)
+
+
+def _settings(samples, max_new_tokens, seed, temperature, repetition_penalty):
+    from engine.settings import GenerationSettings
+
+    try:
+        return GenerationSettings(temperature=temperature, repetition_penalty=repetition_penalty,
+                                  max_new_tokens=max_new_tokens, samples=samples, seed=seed)
+    except ValueError as exc:
+        fail(str(exc), 2)
+
+
+def _trio(models: str):
+    from engine.models import ModelUnavailable, parse_models
+
+    try:
+        return parse_models(models)
+    except ModelUnavailable as exc:
+        fail(str(exc), 2)
+
+
+def _open_session(session: Optional[str], sessions_dir: Optional[Path]):
+    from engine.paths import sessions_dir as default_dir
+    from engine.session import Session, SessionError, resolve_session_path
+
+    try:
+        path = resolve_session_path(session, Path(sessions_dir) if sessions_dir else default_dir())
+        return Session.open(path)
+    except SessionError as exc:
+        fail(str(exc))
+
+
+@app.callback(invoke_without_command=True)
+def main_command(
+    ctx: typer.Context,
+    session: Optional[str] = SessionOpt,
+    models: str = ModelsOpt,
+    samples: int = SamplesOpt,
+    max_new_tokens: int = MaxTokOpt,
+    seed: int = SeedOpt,
+    temperature: float = TempOpt,
+    repetition_penalty: float = RepOpt,
+    sessions_dir: Optional[Path] = DirOpt,
+) -> None:
+    """Launch the three-pane app (base | aligned | hint-guided base)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    settings = _settings(samples, max_new_tokens, seed, temperature, repetition_penalty)
+    trio = _trio(models)
+    store = _open_session(session, sessions_dir)
+    from tui.app import run_app
+
+    try:
+        run_app(trio, store, settings)
+    finally:
+        store.close()
+    console.print(f"session saved in {store.path}")
+
+
+@app.command()
+def run(
+    prompt: str = typer.Argument(..., help="The prompt to answer."),
+    hint: Optional[str] = typer.Option(None, "--hint", help="Your own hint instead of the aligned model's summary."),
+    session: Optional[str] = SessionOpt,
+    models: str = ModelsOpt,
+    samples: int = SamplesOpt,
+    max_new_tokens: int = MaxTokOpt,
+    seed: int = SeedOpt,
+    temperature: float = TempOpt,
+    repetition_penalty: float = RepOpt,
+    sessions_dir: Optional[Path] = DirOpt,
+) -> None:
+    """Generate base, aligned and hint-guided answers headless, print them and the metrics."""
+    from tui.headless import run_prompt
+
+    if not prompt.strip():
+        fail("the prompt is empty; give a question or instruction", 2)
+    settings = _settings(samples, max_new_tokens, seed, temperature, repetition_penalty)
+    trio = _trio(models)
+    store = _open_session(session, sessions_dir)
+    try:
+        run_prompt(console, trio, store, settings, prompt, hint)
+    except USER_ERRORS() as exc:
+        fail(str(exc))
+    finally:
+        store.close()
+
+
+@app.command("models")
+def models_command() -> None:
+    """List the model trios, what each needs installed, and whether it is ready."""
+    from engine.models import TRIOS, readiness
+
+    for trio in TRIOS.values():
+        table = Table(title=Text(f"trio '{trio.name}'"), title_justify="left", expand=False)
+        for col in ("role", "model", "family", "ready", "detail / install"):
+            table.add_column(col, overflow="fold")
+        for role, spec in trio.roles().items():
+            ok, detail = readiness(spec)
+            table.add_row(role, spec.name, spec.family, Text("yes", "green") if ok else Text("no", "red"),
+                          Text(detail if ok else detail.replace("\n", " ")))
+        console.print(table)
+        if trio.note:
+            console.print(Text(trio.note, style="dim"))
+        console.print()
+
+
+def main() -> None:
+    # Weights come from installed packages and local folders only: never reach for a hub.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
