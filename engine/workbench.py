@@ -158,17 +158,24 @@ class Workbench:
 
     # -- metrics --------------------------------------------------------------------------
     def latest_samples(self, prompt_id: str) -> dict[str, list[str]]:
-        """Newest text per (condition, sample), completed generations only."""
-        latest: dict[tuple[str, int], dict] = {}
-        for row in self.session.generations(prompt_id):
-            if row["condition"] in CONDITIONS and row["finish_reason"] != "cancelled":
-                key = (row["condition"], row["sample_index"])
-                if key not in latest or row["created_at"] >= latest[key]["created_at"]:
-                    latest[key] = row
-        out: dict[str, list[str]] = {}
-        for (cond, _), row in sorted(latest.items(), key=lambda kv: kv[0]):
-            out.setdefault(cond, []).append(row["text"])
-        return out
+        """Texts of each condition's newest batch: its last sample 0 and the samples after it.
+
+        Regenerating a pane starts a new batch; cancelled answers are kept in the session
+        but left out of the metrics.
+        """
+        rows = sorted(self.session.generations(prompt_id), key=lambda r: (r["created_at"], r["id"]))
+        batches: dict[str, list[dict]] = {}
+        for row in rows:
+            if row["condition"] not in CONDITIONS:
+                continue
+            if row["sample_index"] == 0:
+                batches[row["condition"]] = []
+            batches.setdefault(row["condition"], []).append(row)
+        return {
+            cond: [r["text"] for r in batch if r["finish_reason"] != "cancelled"]
+            for cond, batch in batches.items()
+            if any(r["finish_reason"] != "cancelled" for r in batch)
+        }
 
     def update_metrics(self, prompt_id: str):
         samples = self.latest_samples(prompt_id)

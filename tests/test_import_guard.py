@@ -1,0 +1,51 @@
+"""The engine is a library without UI; headless commands must not pay for torch."""
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_engine_never_imports_textual_or_tui():
+    offenders = {
+        str(p.relative_to(ROOT)): sorted(_imported_modules(p) & {"textual", "tui"})
+        for p in (ROOT / "engine").rglob("*.py")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def _modules_after(code: str) -> dict:
+    probe = code + "\nimport sys, json\nprint(json.dumps({m: m in sys.modules for m in ('torch', 'transformers', 'textual', 'sentence_transformers')}))"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_light_engine_modules_do_not_import_torch():
+    loaded = _modules_after(
+        "import engine.metrics, engine.session, engine.prompt_metrics, engine.models, engine.prompts, "
+        "engine.conditions, engine.workbench, engine.convert, engine.sanitize"
+    )
+    assert loaded == {"torch": False, "transformers": False, "textual": False, "sentence_transformers": False}
+
+
+def test_help_and_models_commands_stay_headless():
+    loaded = _modules_after(
+        "from typer.testing import CliRunner\nfrom tui.cli import app\n"
+        "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output\n"
+        "r = CliRunner().invoke(app, ['models']); assert r.exit_code == 0, r.output\n"
+    )
+    assert loaded == {"torch": False, "transformers": False, "textual": False, "sentence_transformers": False}
