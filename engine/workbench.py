@@ -149,6 +149,10 @@ class Workbench:
                           on_text=lambda t: self.emit(ev.TextDelta(prompt_id, "summary", 0, t)), cancel=cancel)
         gen_id = self.session.add_generation(prompt_id, condition="summary", sample_index=0,
                                              source="generated", **result.record())
+        from engine.metrics import word_count
+
+        self.emit(ev.GenerationDone(prompt_id, "summary", 0, gen_id, result.text, result.finish_reason,
+                                    result.completion_tokens, result.duration_s, word_count(result.text)))
         if result.finish_reason == "cancelled" or not result.text.strip():
             return None
         hint_id = self.session.add_hint(prompt_id, result.text.strip(), source="aligned-summary",

@@ -17,16 +17,27 @@ def _fmt(value, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+ROWS = (
+    ("samples", lambda f: str(f.samples)),
+    ("mean words", lambda f: f"{f.words:.0f}"),
+    ("Jaccard to aligned s0", lambda f: _fmt(f.similarity)),
+    ("coverage by aligned s0", lambda f: _fmt(f.coverage)),
+    ("embedding cosine to aligned s0", lambda f: _fmt(f.embedding)),
+    ("diversity (pairwise Jaccard)", lambda f: _fmt(f.diversity)),
+    ("abstains", lambda f: f"{f.flags['abstain']:.0%}"),
+    ("numbered list", lambda f: f"{f.flags['numbered_list']:.0%}"),
+    ("bullet list", lambda f: f"{f.flags['bullet_list']:.0%}"),
+)
+
+
 def metrics_table(metrics) -> Table:
-    table = Table(title="similarity to the aligned model's sample 0", title_justify="left")
-    for col in ("condition", "samples", "words", "Jaccard", "coverage", "embedding cos", "diversity",
-                "abstain", "numbered", "bullets"):
-        table.add_column(col, justify="left" if col == "condition" else "right")
+    """One column per condition: it stays readable in an 80-column terminal."""
+    table = Table(title="per condition (aligned: samples 1..n-1 vs sample 0, the ceiling)", title_justify="left")
+    table.add_column("metric")
     for name in metrics.conditions:
-        f = metrics.figures[name]
-        sim = _fmt(f.similarity) + (" (ceiling)" if name == "aligned" and f.similarity is not None else "")
-        table.add_row(name, str(f.samples), f"{f.words:.0f}", sim, _fmt(f.coverage), _fmt(f.embedding),
-                      _fmt(f.diversity), *(f"{f.flags[k]:.0%}" for k in ("abstain", "numbered_list", "bullet_list")))
+        table.add_column(name, justify="right")
+    for label, cell in ROWS:
+        table.add_row(label, *(cell(metrics.figures[c]) for c in metrics.conditions))
     return table
 
 
@@ -67,7 +78,7 @@ class _Printer:
             c.print()
             c.print(Text(f"[{event.finish_reason} · {event.words} words · {event.completion_tokens} tokens · "
                          f"{rate:.1f} tok/s]", style="dim"))
-        elif isinstance(event, ev.HintReady):
+        elif isinstance(event, ev.HintReady) and event.source == "user":
             c.print(Text(f"hint ({event.source}): ", style="bold") + Text(printable(event.text)))
         elif isinstance(event, ev.MetricsReady):
             self.metrics = event.metrics
