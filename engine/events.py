@@ -59,3 +59,10 @@ class MetricsReady:
 class RunFinished:
     prompt_id: str
     cancelled: bool
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something the user should know that is not an error (e.g. examples dropped)."""
+
+    message: str

@@ -56,7 +56,8 @@ def urial_prompt(
     """The URIAL layout: header, examples, then the query with an open answer fence.
 
     With ``with_summaries`` each example carries its ``# Summary:`` block and the test query
-    carries ``hint`` in one (the hinted condition).
+    carries ``hint`` in one (the hinted condition); with ``hint=None`` the test query's summary
+    fence is left open for the model to write (hinted-cot).
     """
     parts = [urial_header() + "\n"]
     for ex in examples:
@@ -69,12 +70,21 @@ def urial_prompt(
         parts.append("\n".join(blocks))
     test = [_block("Query", query)]
     if with_summaries:
-        if not hint or not hint.strip():
+        if hint is None:
+            test.append(_block("Summary", None))
+            parts.append("\n".join(test))
+            return "\n".join(parts)
+        if not hint.strip():
             raise ValueError("the hinted condition needs a hint")
         test.append(_block("Summary", hint))
     test.append(_block("Answer", None))
     parts.append("\n".join(test))
     return "\n".join(parts)
+
+
+def continue_after_summary(prompt: str, summary: str) -> str:
+    """A prompt ending in an open summary fence, closed with ``summary``, opening the answer."""
+    return f"{prompt}{summary.strip()}\n{FENCE}\n\n{_block('Answer', None)}"
 
 
 def summary_request(query: str, answer: str) -> str:

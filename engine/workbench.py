@@ -1,4 +1,4 @@
-"""The main job: one prompt through base, aligned and hint-guided base, measured and logged.
+"""The main job: a prompt through the conditions of the method, measured and logged.
 
 Used by the TUI (from a thread worker) and by ``overton run``; both get progress through
 the ``emit`` callback as ``engine.events`` objects. Generations run one after another: on a
@@ -8,13 +8,15 @@ few CPU cores parallel decoding gains nothing, and a shared model must not run t
 from __future__ import annotations
 
 import threading
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 from engine import events as ev
 from engine import prompt_metrics
-from engine.conditions import CONDITIONS, DEFAULT_PANES, REFERENCE
+from engine.conditions import CONDITIONS, DEFAULT_PANES, REFERENCE, Condition
+from engine.examples import K, load_restyled, pick_nearest, pick_random, restyle, save_restyled, RESTYLE_SETTINGS
+from engine.metrics import word_count
 from engine.models import Trio
-from engine.prompts import summary_request
+from engine.prompts import Example, continue_after_summary, fixed_examples, summary_request, urial_prompt
 from engine.settings import GenerationSettings
 
 Emit = Callable[[object], None]
@@ -25,14 +27,21 @@ class EmptyPrompt(ValueError):
     pass
 
 
+class NoPool(ValueError):
+    """icl-random / icl-knn need (query, aligned answer) pairs from other prompts."""
+
+
 class Workbench:
-    def __init__(self, trio: Trio, session, settings: GenerationSettings, emit: Emit | None = None):
+    def __init__(self, trio: Trio, session, settings: GenerationSettings, emit: Emit | None = None,
+                 pool: Sequence[Example] = ()):
         self.trio = trio
         self.session = session
         self.settings = settings
         self.emit = emit or (lambda event: None)
         self.models: dict[str, object] = {}
         self.embedder = None
+        self.extra_pool = list(pool)  # imported (query, aligned answer) pairs
+        self._restyled: tuple[Example, ...] | None = None
 
     # -- models ---------------------------------------------------------------------------
     def load(self) -> None:
@@ -50,10 +59,14 @@ class Workbench:
             )
 
     # -- prompts --------------------------------------------------------------------------
-    def add_prompt(self, text: str) -> str:
+    def add_prompt(self, text: str, external_id: str | None = None) -> str:
         if not text or not text.strip():
             raise EmptyPrompt("the prompt is empty; type a question or instruction first")
-        return self.session.add_prompt(text.strip())
+        if external_id is not None:
+            found = self.session.find_prompt(external_id)
+            if found is not None:
+                return found["id"]
+        return self.session.add_prompt(text.strip(), external_id=external_id)
 
     def run(
         self,
@@ -61,17 +74,20 @@ class Workbench:
         cancel: threading.Event | None = None,
         hint: str | None = None,
         conditions: Iterable[str] = DEFAULT_PANES,
+        resume: bool = False,
     ) -> bool:
-        """Generate every condition for ``prompt_id``; False when cancelled part-way."""
+        """Generate every condition for ``prompt_id``; False when cancelled part-way.
+
+        With ``resume``, samples already complete in a condition's newest batch are kept and
+        only the missing ones are generated (an interrupted batch run picks up where it was).
+        """
         cancel = cancel or threading.Event()
         conditions = list(conditions)
         # The hint summarises aligned sample 0, so aligned must come before hinted.
         order = sorted(conditions, key=lambda c: (CONDITIONS[c].needs_hint, conditions.index(c)))
-        if any(CONDITIONS[c].needs_hint for c in order) and REFERENCE not in order and hint is None:
-            order.insert(0, REFERENCE)
         finished = True
         for name in order:
-            if not self.run_condition(prompt_id, name, cancel, hint=hint):
+            if not self.run_condition(prompt_id, name, cancel, hint=hint, resume=resume):
                 finished = False
                 break
         self.update_metrics(prompt_id)
@@ -79,44 +95,156 @@ class Workbench:
         return finished
 
     def run_condition(
-        self, prompt_id: str, name: str, cancel: threading.Event | None = None, hint: str | None = None
+        self, prompt_id: str, name: str, cancel: threading.Event | None = None, hint: str | None = None,
+        resume: bool = False,
     ) -> bool:
         """All samples of one condition; False when cancelled."""
         cancel = cancel or threading.Event()
         cond = CONDITIONS[name]
+        todo = [i for i in range(self.settings.samples)
+                if not (resume and i in self.completed_samples(prompt_id, name))]
+        if not todo:
+            return True
         query = self.session.prompt(prompt_id)["text"]
         hint_row = None
         if cond.needs_hint:
             hint_row = self._hint_for(prompt_id, hint, cancel)
             if hint_row is None:
                 return False
-        for i in range(self.settings.samples):
+        examples = self._examples(cond, prompt_id, query, cancel)
+        if examples is None:
+            return False
+        for i in todo:
             if cancel.is_set():
                 return False
-            if not self._sample(prompt_id, query, cond, i, cancel, hint_row):
+            if not self._sample(prompt_id, query, cond, i, cancel, hint_row, examples):
                 return False
         return True
 
-    def _sample(self, prompt_id, query, cond, index, cancel, hint_row) -> bool:
+    def _sample(self, prompt_id, query, cond: Condition, index, cancel, hint_row, examples) -> bool:
         from engine.generation import chat_prompt, generate
 
         lm = self.models[cond.role]
-        prompt_text = chat_prompt(lm, query) if cond.chat else cond.build(query, hint_row and hint_row["text"])
+        on_text = lambda text: self.emit(ev.TextDelta(prompt_id, cond.name, index, text))
+        meta: dict = {}
+        hint_text = hint_row["text"] if hint_row else None
+        if cond.chat:
+            prompt_text = chat_prompt(lm, query)
+        else:
+            with_summaries = cond.hint != "none"
+            build = lambda exs: urial_prompt(query, exs, with_summaries=with_summaries, hint=hint_text)
+            prompt_text, dropped = self._fit(lm, build, examples)
+            meta = {"examples": len(examples) - dropped, "examples_dropped": dropped}
         self.emit(ev.GenerationStarted(prompt_id, cond.name, index, lm.spec.name))
-        result = generate(
-            lm, prompt_text, self.settings, sample_index=index, stops=cond.stops, chat=cond.chat,
-            on_text=lambda text: self.emit(ev.TextDelta(prompt_id, cond.name, index, text)), cancel=cancel,
-        )
+        if cond.hint == "self":
+            # hinted-cot: the base model writes its own summary, then answers after it.
+            own = generate(lm, prompt_text, self.settings.with_(max_new_tokens=HINT_SETTINGS["max_new_tokens"]),
+                           sample_index=index, stops=cond.stops, on_text=on_text, cancel=cancel)
+            hint_text = own.text
+            meta["own_summary_tokens"] = own.completion_tokens
+            if own.finish_reason == "cancelled":
+                result = own
+            else:
+                on_text("\n\n")
+                prompt_text = continue_after_summary(prompt_text, own.text)
+                result = generate(lm, prompt_text, self.settings, sample_index=index, stops=cond.stops,
+                                  on_text=on_text, cancel=cancel)
+        else:
+            result = generate(lm, prompt_text, self.settings, sample_index=index, stops=cond.stops,
+                              chat=cond.chat, on_text=on_text, cancel=cancel)
         gen_id = self.session.add_generation(
             prompt_id, condition=cond.name, sample_index=index,
-            hint_id=hint_row and hint_row["id"], hint=hint_row and hint_row["text"],
-            source="generated", **result.record(),
+            hint_id=hint_row["id"] if hint_row else None, hint=hint_text,
+            source="generated", meta=meta, **result.record(),
         )
-        from engine.metrics import word_count
-
         self.emit(ev.GenerationDone(prompt_id, cond.name, index, gen_id, result.text, result.finish_reason,
                                     result.completion_tokens, result.duration_s, word_count(result.text)))
         return result.finish_reason != "cancelled"
+
+    def _fit(self, lm, build, examples: Sequence[Example]) -> tuple[str, int]:
+        """The prompt with as many examples as fit the context beside the answer budget.
+
+        Examples are dropped from the front and the number dropped is recorded and reported:
+        a prompt never silently loses its examples, and never overflows the context.
+        """
+        budget = lm.context_length - self.settings.max_new_tokens
+        for dropped in range(len(examples) + 1):
+            text = build(list(examples[dropped:]))
+            n = len(lm.tokenizer(text, add_special_tokens=True).input_ids)
+            if n <= budget or dropped == len(examples):
+                if dropped:
+                    self.emit(ev.Notice(f"{dropped} of {len(examples)} in-context examples dropped: the prompt "
+                                        f"({n} tokens) and {self.settings.max_new_tokens} new tokens must fit "
+                                        f"{lm.spec.name}'s context of {lm.context_length}"))
+                return text, dropped
+        raise AssertionError("unreachable")
+
+    # -- examples -------------------------------------------------------------------------
+    def _examples(self, cond: Condition, prompt_id: str, query: str, cancel) -> list[Example] | None:
+        if cond.examples == "none":
+            return []
+        if cond.examples == "fixed":
+            return list(fixed_examples())
+        if cond.examples == "restyled":
+            restyled = self.restyled_examples(cancel)
+            return list(restyled) if restyled is not None else None
+        pool = self.pool(prompt_id)
+        if not pool:
+            raise NoPool(f"{cond.name} draws its examples from (query, aligned answer) pairs of other prompts; "
+                         "run the aligned condition on other prompts first, or give a pool file (--pool)")
+        if cond.examples == "random":
+            return pick_random(pool, query, self.settings.seed)
+        return pick_nearest(pool, query, self.embedder.embed)
+
+    def pool(self, prompt_id: str) -> list[Example]:
+        """(query, aligned sample 0) of every other prompt in the session, plus imported pairs."""
+        own = []
+        for row in self.session.prompts():
+            if row["id"] == prompt_id:
+                continue
+            answers = self.latest_samples(row["id"]).get(REFERENCE)
+            if answers:
+                own.append(Example(row["text"], answers[0]))
+        return own + self.extra_pool
+
+    def restyled_examples(self, cancel: threading.Event | None = None) -> tuple[Example, ...] | None:
+        """The fixed queries answered and summarised by the aligned model (once, then cached)."""
+        from engine.generation import chat_prompt, generate
+
+        if self._restyled is not None:
+            return self._restyled
+        lm = self.models["aligned"]
+        cached = load_restyled(lm.spec.id)
+        if cached is not None:
+            self._restyled = cached
+            return cached
+        cancel = cancel or threading.Event()
+        settings = self.settings.with_(**RESTYLE_SETTINGS)
+        records: list[dict] = []
+
+        def ask(text: str, what: str, limit: int) -> str:
+            if cancel.is_set():
+                raise _Cancelled
+            self.emit(ev.ModelProgress("aligned", f"restyling the in-context examples (once per aligned model): "
+                                                  f"{what}", None))
+            r = generate(lm, chat_prompt(lm, text), settings.with_(max_new_tokens=limit), chat=True, cancel=cancel)
+            if r.finish_reason == "cancelled":
+                raise _Cancelled
+            records.append(r.record())
+            return r.text
+
+        try:
+            n = iter(range(1, 4))
+            examples = restyle(
+                lambda q: ask(q, f"answer {next(n)}/3", RESTYLE_SETTINGS["max_new_tokens"]),
+                lambda q, a: ask(summary_request(q, a), "summary", HINT_SETTINGS["max_new_tokens"]),
+            )
+        except _Cancelled:
+            return None
+        path = save_restyled(lm.spec.id, examples, records)
+        self.emit(ev.ModelProgress("aligned", f"restyled examples saved to {path}", 1.0))
+        self._restyled = examples
+        return examples
 
     # -- hints ----------------------------------------------------------------------------
     def _hint_for(self, prompt_id: str, hint: str | None, cancel: threading.Event) -> dict | None:
@@ -149,8 +277,6 @@ class Workbench:
                           on_text=lambda t: self.emit(ev.TextDelta(prompt_id, "summary", 0, t)), cancel=cancel)
         gen_id = self.session.add_generation(prompt_id, condition="summary", sample_index=0,
                                              source="generated", **result.record())
-        from engine.metrics import word_count
-
         self.emit(ev.GenerationDone(prompt_id, "summary", 0, gen_id, result.text, result.finish_reason,
                                     result.completion_tokens, result.duration_s, word_count(result.text)))
         if result.finish_reason == "cancelled" or not result.text.strip():
@@ -161,25 +287,33 @@ class Workbench:
         return {"id": hint_id, "text": result.text.strip()}
 
     # -- metrics --------------------------------------------------------------------------
-    def latest_samples(self, prompt_id: str) -> dict[str, list[str]]:
-        """Texts of each condition's newest batch: its last sample 0 and the samples after it.
+    def _batches(self, prompt_id: str) -> dict[str, list[dict]]:
+        """Each condition's newest batch: its last sample 0 and the samples after it.
 
-        Regenerating a pane starts a new batch; cancelled answers are kept in the session
-        but left out of the metrics.
+        Regenerating a pane starts a new batch; resuming adds to the current one.
         """
         rows = sorted(self.session.generations(prompt_id), key=lambda r: (r["created_at"], r["id"]))
         batches: dict[str, list[dict]] = {}
         for row in rows:
-            if row["condition"] not in CONDITIONS:
+            if row["condition"] == "summary":
                 continue
             if row["sample_index"] == 0:
                 batches[row["condition"]] = []
             batches.setdefault(row["condition"], []).append(row)
-        return {
-            cond: [r["text"] for r in batch if r["finish_reason"] != "cancelled"]
-            for cond, batch in batches.items()
-            if any(r["finish_reason"] != "cancelled" for r in batch)
-        }
+        return batches
+
+    def completed_samples(self, prompt_id: str, condition: str) -> set[int]:
+        return {r["sample_index"] for r in self._batches(prompt_id).get(condition, [])
+                if r["finish_reason"] != "cancelled"}
+
+    def latest_samples(self, prompt_id: str) -> dict[str, list[str]]:
+        """Texts of each condition's newest batch in sample order; cancelled answers left out."""
+        out = {}
+        for cond, batch in self._batches(prompt_id).items():
+            done = {r["sample_index"]: r["text"] for r in batch if r["finish_reason"] != "cancelled"}
+            if done:
+                out[cond] = [done[i] for i in sorted(done)]
+        return out
 
     def update_metrics(self, prompt_id: str):
         samples = self.latest_samples(prompt_id)
@@ -189,3 +323,7 @@ class Workbench:
         self.session.add_metrics(prompt_id, result.rows())
         self.emit(ev.MetricsReady(prompt_id, result))
         return result
+
+
+class _Cancelled(Exception):
+    pass

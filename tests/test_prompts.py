@@ -26,6 +26,15 @@ def test_hinted_layout_refuses_missing_hint():
         urial_prompt("Q?", fixed_examples(), with_summaries=True, hint="  ")
 
 
+def test_self_summary_layout_leaves_summary_open_then_continues():
+    from engine.prompts import continue_after_summary
+
+    text = urial_prompt("Q?", fixed_examples(), with_summaries=True, hint=None)
+    assert text.endswith("# Query:\n```\nQ?\n```\n\n# Summary:\n```\n")
+    full = continue_after_summary(text, " my own summary \n")
+    assert full == urial_prompt("Q?", fixed_examples(), with_summaries=True, hint="my own summary")
+
+
 def test_cut_at_earliest_stop():
     assert cut_at_stop("An answer.\n```\nmore") == ("An answer.\n", "```")
     assert cut_at_stop("An answer.\n\n# Query:\n```\nnext") == ("An answer.\n\n", "# Query:")

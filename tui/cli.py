@@ -40,9 +40,9 @@ def USER_ERRORS() -> tuple[type[Exception], ...]:
     from engine.generation import PromptTooLong
     from engine.models import ModelUnavailable
     from engine.session import SessionError
-    from engine.workbench import EmptyPrompt
+    from engine.workbench import EmptyPrompt, NoPool
 
-    return (ModelUnavailable, PromptTooLong, SessionError, EmptyPrompt)
+    return (ModelUnavailable, PromptTooLong, SessionError, EmptyPrompt, NoPool)
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -109,31 +109,52 @@ def main_command(
 
 @app.command()
 def run(
-    prompt: str = typer.Argument(..., help="The prompt to answer."),
+    prompt: Optional[str] = typer.Argument(None, help="The prompt to answer (or use --prompts FILE)."),
+    prompts: Optional[Path] = typer.Option(None, "--prompts", "-p", help="Batch: a text file (one prompt a line) or JSONL ({\"id\", \"prompt\"} or {\"messages\": [...]})."),
+    conditions: Optional[str] = typer.Option(None, "--conditions", "-c", help="Comma-separated conditions, or 'all' [default: base,aligned,hinted]."),
+    pool: Optional[Path] = typer.Option(None, "--pool", help="JSONL of {\"prompt\", \"answer\"} pairs for icl-random / icl-knn."),
     hint: Optional[str] = typer.Option(None, "--hint", help="Your own hint instead of the aligned model's summary."),
     session: Optional[str] = SessionOpt,
     models: str = ModelsOpt,
-    samples: int = SamplesOpt,
+    samples: Optional[int] = typer.Option(None, "--samples", "-n", min=1, max=50, help="Samples per condition [default: 1 for one prompt, 5 for --prompts]."),
     max_new_tokens: int = MaxTokOpt,
     seed: int = SeedOpt,
     temperature: float = TempOpt,
     repetition_penalty: float = RepOpt,
     sessions_dir: Optional[Path] = DirOpt,
 ) -> None:
-    """Generate base, aligned and hint-guided answers headless, print them and the metrics."""
-    from tui.headless import run_prompt
+    """Generate the conditions headless for one prompt (printed as they stream) or a prompt file."""
+    from engine.conditions import parse_conditions
+    from engine.examples import load_pool
+    from engine.prompt_file import PromptFileError, read_prompts
 
-    if not prompt.strip():
+    if (prompt is None) == (prompts is None):
+        fail("give either a PROMPT or --prompts FILE", 2)
+    if prompt is not None and not prompt.strip():
         fail("the prompt is empty; give a question or instruction", 2)
-    settings = _settings(samples, max_new_tokens, seed, temperature, repetition_penalty)
+    try:
+        chosen = parse_conditions(conditions)
+        lines = read_prompts(prompts) if prompts is not None else None
+        pairs = load_pool(pool) if pool is not None else []
+    except (ValueError, OSError) as exc:
+        fail(str(exc), 2)
+    n = samples or (5 if lines is not None else 1)
+    settings = _settings(n, max_new_tokens, seed, temperature, repetition_penalty)
     trio = _trio(models)
     store = _open_session(session, sessions_dir)
+    from tui.headless import run_batch, run_prompt
+
     try:
-        run_prompt(console, trio, store, settings, prompt, hint)
+        if lines is not None:
+            finished = run_batch(console, trio, store, settings, lines, chosen, pool=pairs)
+        else:
+            finished = run_prompt(console, trio, store, settings, prompt, hint, chosen, pool=pairs)
     except USER_ERRORS() as exc:
         fail(str(exc))
     finally:
         store.close()
+    if not finished:
+        raise typer.Exit(130)
 
 
 @app.command("models")

@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from engine import events as ev
-from engine.conditions import CONDITIONS
+from engine.conditions import CONDITIONS, DEFAULT_PANES
 from engine.sanitize import printable
 
 
@@ -82,13 +82,16 @@ class _Printer:
             c.print(Text(f"hint ({event.source}): ", style="bold") + Text(printable(event.text)))
         elif isinstance(event, ev.MetricsReady):
             self.metrics = event.metrics
+        elif isinstance(event, ev.Notice):
+            c.print(Text(f"note: {event.message}", style="yellow"))
 
 
-def run_prompt(console: Console, trio, session, settings, prompt: str, hint: str | None) -> None:
+def run_prompt(console: Console, trio, session, settings, prompt: str, hint: str | None,
+               conditions=DEFAULT_PANES, pool=()) -> bool:
     from engine.workbench import Workbench
 
     printer = _Printer(console, trio, settings.samples)
-    bench = Workbench(trio, session, settings, emit=printer)
+    bench = Workbench(trio, session, settings, emit=printer, pool=pool)
     if not trio.same_family:
         console.print(Text(f"note: base ({trio.base.family}) and aligned ({trio.aligned.family}) models come "
                            "from different families; differences mix alignment with model family.", style="yellow"))
@@ -100,7 +103,7 @@ def run_prompt(console: Console, trio, session, settings, prompt: str, hint: str
             bench.load()
             prompt_id = bench.add_prompt(prompt)
             outcome["prompt_id"] = prompt_id
-            outcome["finished"] = bench.run(prompt_id, cancel, hint=hint)
+            outcome["finished"] = bench.run(prompt_id, cancel, hint=hint, conditions=conditions)
         except BaseException as exc:  # reported by the main thread
             outcome["error"] = exc
 
@@ -122,3 +125,75 @@ def run_prompt(console: Console, trio, session, settings, prompt: str, hint: str
         console.print(matrix_table(printer.metrics))
     status = "complete" if outcome.get("finished") else "interrupted (partial answers kept)"
     console.print(Text(f"session: {session.path} · prompt {outcome.get('prompt_id')} · {status}"))
+    return bool(outcome.get("finished"))
+
+
+def run_batch(console: Console, trio, session, settings, prompts, conditions, pool=()) -> bool:
+    """Every prompt × condition × sample, with a progress bar; resumes what is already done."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from engine.workbench import Workbench
+
+    from engine.conditions import CONDITIONS as ALL, REFERENCE
+
+    # Pool conditions draw on the aligned answers of the other prompts, so every prompt's
+    # aligned samples are made first (pass 1), then the pool conditions (pass 2).
+    pooled = [c for c in conditions if ALL[c].needs_pool]
+    first = [c for c in conditions if not ALL[c].needs_pool]
+    if pooled and REFERENCE not in first and not pool:
+        first.insert(0, REFERENCE)
+    passes = [p for p in (first, pooled) if p]
+    counted = first + pooled
+    total = len(prompts) * len(counted) * settings.samples
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console)
+    task = progress.add_task("generating", total=total)
+    state = {"prompt": 0}
+
+    def emit(event) -> None:
+        if isinstance(event, ev.GenerationDone) and event.condition in counted:
+            progress.advance(task)
+        elif isinstance(event, ev.GenerationStarted):
+            progress.update(task, description=f"prompt {state['prompt']}/{len(prompts)} · {event.condition} "
+                                               f"sample {event.sample_index + 1}")
+        elif isinstance(event, ev.Notice):
+            progress.console.print(Text(f"note: {event.message}", style="yellow"))
+        elif isinstance(event, ev.ModelProgress) and (event.fraction is None or event.fraction in (0.0, 1.0)):
+            progress.console.print(Text(f"[{event.role}] {event.message}", style="dim"))
+
+    bench = Workbench(trio, session, settings, emit=emit, pool=pool)
+    cancel = threading.Event()
+    outcome: dict = {}
+
+    def work():
+        try:
+            bench.load()
+            ids = [bench.add_prompt(line.text, external_id=line.id) for line in prompts]
+            for chosen in passes:
+                for n, pid in enumerate(ids, 1):
+                    state["prompt"] = n
+                    done = sum(len(bench.completed_samples(pid, c) & set(range(settings.samples))) for c in chosen)
+                    progress.advance(task, done)  # resumed work counts as done
+                    if not bench.run(pid, cancel, conditions=chosen, resume=True):
+                        outcome["finished"] = False
+                        return
+            outcome["finished"] = True
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    with progress:
+        thread = threading.Thread(target=work, name="overton-batch", daemon=True)
+        thread.start()
+        try:
+            while thread.is_alive():
+                thread.join(0.2)
+        except KeyboardInterrupt:
+            cancel.set()
+            progress.console.print(Text("interrupted: finishing the current answer as partial…", style="yellow"))
+            thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    finished = outcome.get("finished", False)
+    console.print(Text(f"session: {session.path} · {len(prompts)} prompts · conditions {', '.join(counted)} · "
+                       + ("complete" if finished else "interrupted; run the same command again to resume")))
+    return finished
