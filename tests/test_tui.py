@@ -1,0 +1,307 @@
+"""The Textual app driven through Pilot, with real tiny models and a real session file."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from textual.geometry import Region
+from textual.widgets import Input, TextArea
+
+from engine import events as ev
+from engine.sanitize import printable
+from engine.session import Session
+from engine.settings import GenerationSettings
+from tui import messages as msg
+from tui.app import HINT_LABEL, OvertonApp
+
+SIZE = (200, 50)
+
+
+class RecordingApp(OvertonApp):
+    """Records every text delta it handles, as the app received it.
+
+    Textual calls the handler of every class in the MRO, so OvertonApp.on_text_delta still runs
+    after this one (no super() call, or each piece would be drawn twice)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.deltas: list[ev.TextDelta] = []
+
+    def on_text_delta(self, message: msg.TextDelta) -> None:
+        self.deltas.append(message.event)
+
+
+@pytest.fixture(autouse=True)
+def short_side_generations(monkeypatch):
+    """Hints (160 tokens) and restyled examples (300) are capped for real models; a tiny random
+    model would use every token, so keep them short here."""
+    from engine import examples, workbench
+
+    monkeypatch.setitem(workbench.HINT_SETTINGS, "max_new_tokens", 16)
+    monkeypatch.setitem(examples.RESTYLE_SETTINGS, "max_new_tokens", 16)
+
+
+@pytest.fixture
+def session(tmp_path):
+    s = Session.open(tmp_path / "tui.db")
+    yield s
+    s.close()
+
+
+async def wait_for(pilot, condition, timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; status: {pilot.app.status_text!r}")
+        await pilot.pause(0.05)
+
+
+async def submit(pilot, text: str) -> None:
+    prompt = pilot.app.query_one("#prompt", Input)
+    prompt.focus()
+    prompt.value = text
+    await pilot.press("enter")
+
+
+async def run_prompt(pilot, text: str) -> str:
+    app = pilot.app
+    ended = app.jobs_ended
+    await submit(pilot, text)
+    await wait_for(pilot, lambda: app.jobs_ended > ended and not app.busy, what="the run to end")
+    await pilot.pause(0.1)  # let the flush timer draw the last pieces
+    return app.prompt_id
+
+
+def by_condition(rows):
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        out.setdefault(r["condition"], []).append(r)
+    return out
+
+
+def screen_text(widget) -> str:
+    """What the widget draws, as text."""
+    w, h = widget.size
+    return "\n".join(strip.text for strip in widget.render_lines(Region(0, 0, w, h)))
+
+
+async def test_prompt_fills_panes_metrics_and_session(tiny_trio, session):
+    app = OvertonApp(tiny_trio, session, GenerationSettings(max_new_tokens=12, seed=3))
+    async with app.run_test(size=SIZE) as pilot:
+        assert "tui.db" in app.title
+        assert "different model families" in app.sub_title  # tiny-a vs tiny-b
+        assert str(app.query_one("#hint-label").render()) == HINT_LABEL
+        pid = await run_prompt(pilot, "What medicine should I take when I get a cold?")
+        assert pid is not None and app.last_error is None, app.status_text
+
+        gens = by_condition(session.generations(pid))
+        assert sorted(gens) == ["aligned", "base", "hinted", "summary"]
+        assert [p["text"] for p in session.prompts()] == ["What medicine should I take when I get a cold?"]
+        hint = session.latest_hint(pid)
+        assert hint["source"] == "aligned-summary" and hint["text"]
+        assert gens["hinted"][0]["hint_id"] == hint["id"]
+        assert session.counts()["prompts"] == 1
+
+        stored = {(m["name"], m["condition"], m["other_condition"]): m["value"] for m in session.metrics(pid)}
+        for cond in ("base", "aligned", "hinted"):
+            row = gens[cond][0]
+            pane = app.pane(cond)
+            # The pane shows exactly the stored answer, and its title the stored figures.
+            assert pane.visible_text == row["text"]
+            assert pane.samples[0].finish_reason == row["finish_reason"]
+            title = pane.title_widget.render().plain
+            assert row["model_name"] in title and row["finish_reason"] in title and "sample 1/1" in title
+            assert f"{row['completion_tokens'] / row['duration_s']:.1f} tok/s" in title
+        assert any(app.pane(c).visible_text.strip() for c in ("base", "aligned", "hinted"))
+        assert app.query_one("#hint", TextArea).text == printable(hint["text"])
+        assert "source: aligned-summary" in str(app.query_one("#hint-label").render())
+        assert "done" in app.status_text
+
+        # Metrics panel: the same numbers as the session's metrics rows.
+        table = app.query_one("#metrics").rows()
+        assert set(table) == {"base", "aligned", "hinted"}
+        for cond in ("base", "hinted"):
+            words, jac, cov, cos = table[cond][2], table[cond][3], table[cond][4], table[cond][5]
+            assert float(words) == pytest.approx(stored[("words", cond, None)], abs=0.5)
+            if stored[("similarity", cond, None)] is not None:
+                assert float(jac) == pytest.approx(stored[("similarity", cond, None)], abs=5e-4)
+                assert float(cov) == pytest.approx(stored[("coverage", cond, None)], abs=5e-4)
+            assert float(cos) == pytest.approx(stored[("embedding", cond, None)], abs=5e-4)
+        matrix = app.query_one("#metrics").matrix()
+        assert set(matrix) == {"base", "aligned", "hinted"}
+        j, c = matrix["base"][2].split(" / ")  # columns: s0, base, aligned, hinted
+        assert float(c) == pytest.approx(stored[("cosine_s0", "base", "aligned")], abs=5e-3)
+        if stored[("jaccard_s0", "base", "aligned")] is not None:
+            assert float(j) == pytest.approx(stored[("jaccard_s0", "base", "aligned")], abs=5e-3)
+
+
+async def test_text_streams_in_pieces_and_redraws_are_batched(tiny_trio, session):
+    app = RecordingApp(tiny_trio, session, GenerationSettings(max_new_tokens=40, temperature=0.8))
+    app.flush_interval = 0.5  # slow redraws, so batching shows even when tokens come slowly
+    async with app.run_test(size=SIZE) as pilot:
+        pid = await run_prompt(pilot, "Name three renewable energy sources.")
+        rows = by_condition(session.generations(pid))
+        for cond in ("base", "aligned", "hinted"):
+            deltas = [d for d in app.deltas if d.condition == cond and d.prompt_id == pid]
+            row = rows[cond][0]
+            # The pane received the answer in pieces, and the pieces add up to the stored answer.
+            assert "".join(d.text for d in deltas).strip() == row["text"]
+            if row["completion_tokens"] >= 10:
+                assert len(deltas) > 3, (cond, len(deltas), row["completion_tokens"])
+        base = [d for d in app.deltas if d.condition == "base"]
+        assert len(base) > 3
+        # Redraws of streamed text come from the timer, several pieces at a time.
+        streamed = sum(1 for d in app.deltas if d.condition in ("base", "aligned", "hinted"))
+        flushes = sum(app.pane(c).flushes for c in ("base", "aligned", "hinted"))
+        assert 0 < flushes < streamed, (flushes, streamed)
+        assert app.pane("base").flushes < len(base)
+
+    # A burst of pieces from the engine thread is drawn in a few redraws, not one per piece.
+    app = RecordingApp(tiny_trio, session, GenerationSettings(max_new_tokens=5))
+    async with app.run_test(size=SIZE) as pilot:
+        app.prompt_id = pid = session.add_prompt("burst")
+
+        def engine_thread():
+            app.workbench.emit(ev.GenerationStarted(pid, "aligned", 0, "tiny-chat"))
+            for i in range(300):
+                app.workbench.emit(ev.TextDelta(pid, "aligned", 0, f"w{i} "))
+
+        t = threading.Thread(target=engine_thread)
+        t.start()
+        t.join()
+        pane = app.pane("aligned")
+        await wait_for(pilot, lambda: "w299" in pane.visible_text, what="the burst to be drawn")
+        assert len(app.deltas) == 300
+        assert pane.flushes < 30, pane.flushes
+        assert pane.visible_text.split() == [f"w{i}" for i in range(300)]
+        assert "300 words" in pane.title_widget.render().plain
+
+
+async def test_escape_cancels_and_app_stays_usable(tiny_trio, session):
+    app = OvertonApp(tiny_trio, session, GenerationSettings(max_new_tokens=400))
+    async with app.run_test(size=SIZE) as pilot:
+        # A model that never stops on its own: the tiny base model, in every pane, runs to 400 tokens.
+        await submit(pilot, "Tell me a long story about the sea.")
+
+        def streaming():
+            pane = app.pane("base")
+            return pane.samples.get(0) is not None and pane.samples[0].deltas > 2
+
+        await wait_for(pilot, streaming, what="base to start streaming")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not app.busy, what="cancel to take effect")
+        pid = app.prompt_id
+        rows = session.generations(pid)
+        # Base runs first; unless it stopped by itself within a few tokens, it is the one cancelled.
+        cancelled = [r for r in rows if r["finish_reason"] == "cancelled"]
+        assert len(cancelled) == 1 and len(rows) <= 2
+        row = cancelled[0]
+        assert 0 < row["completion_tokens"] < 400
+        assert "cancelled" in app.pane(row["condition"]).title_widget.render().plain
+        assert "cancelled" in app.status_text
+        assert not app.pane("hinted").samples  # nothing ran after the cancel
+
+        # Still responsive: a second prompt runs to the end.
+        app.settings = app.workbench.settings = GenerationSettings(max_new_tokens=8)
+        pid2 = await run_prompt(pilot, "Short one.")
+        assert pid2 != pid
+        reasons = {r["condition"]: r["finish_reason"] for r in session.generations(pid2)}
+        assert set(reasons) >= {"base", "aligned"} and "cancelled" not in reasons.values()
+        assert session.counts()["prompts"] == 2
+
+
+async def test_edited_hint_regenerates_hinted_pane(tiny_trio, session):
+    app = OvertonApp(tiny_trio, session, GenerationSettings(max_new_tokens=10))
+    async with app.run_test(size=SIZE) as pilot:
+        pid = await run_prompt(pilot, "How does a detective question a suspect?")
+        before = by_condition(session.generations(pid))
+        assert len(before["hinted"]) == 1
+        edited = "The answer lists the suspect's rights [sic], recording, and calm open questions."
+        area = app.query_one("#hint", TextArea)
+        area.focus()
+        area.load_text(edited)
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: not app.busy and len(by_condition(session.generations(pid))["hinted"]) == 2,
+                       what="the hinted regeneration")
+        await pilot.pause(0.1)
+        after = by_condition(session.generations(pid))
+        assert len(after["base"]) == 1 and len(after["aligned"]) == 1 and len(after["summary"]) == 1
+        new = max(after["hinted"], key=lambda r: r["created_at"])
+        assert new["hint"] == edited
+        assert f"# Summary:\n```\n{edited}\n```" in new["prompt_text"]
+        hint = session.latest_hint(pid)
+        assert hint["source"] == "user" and hint["text"] == edited and new["hint_id"] == hint["id"]
+        assert app.pane("hinted").visible_text == printable(new["text"])
+        assert "source: user" in str(app.query_one("#hint-label").render())
+        assert app.pane("hinted").samples[0].finish_reason == new["finish_reason"]
+
+
+async def test_empty_prompt_is_refused(tiny_trio, session):
+    app = OvertonApp(tiny_trio, session, GenerationSettings(max_new_tokens=5))
+    async with app.run_test(size=SIZE) as pilot:
+        await submit(pilot, "   ")
+        await pilot.pause(0.1)
+        assert not app.busy
+        assert "empty" in app.status_text
+        assert session.counts()["prompts"] == 0
+        assert session.counts()["generations"] == 0
+
+
+async def test_model_text_is_shown_literally(tiny_trio, session):
+    app = OvertonApp(tiny_trio, session, GenerationSettings(max_new_tokens=5))
+    nasty = "[bold]x[/] and \x1b[31mred\x1b[0m [link=http://e.x]y[/link] [/"
+    async with app.run_test(size=SIZE) as pilot:
+        pid = session.add_prompt("[bold]prompt[/]")
+        app.prompt_id = pid
+        pane = app.pane("base")
+
+        def engine_thread():  # events arrive from a worker thread, as from the workbench
+            emit = app.workbench.emit
+            emit(ev.GenerationStarted(pid, "base", 0, "[red]model[/red]"))
+            for piece in (nasty[:7], nasty[7:20], nasty[20:]):
+                emit(ev.TextDelta(pid, "base", 0, piece))
+
+        t = threading.Thread(target=engine_thread)
+        t.start()
+        t.join()
+        await wait_for(pilot, lambda: "[/" in pane.visible_text, what="the text to be drawn")
+        await pilot.pause(0.1)
+        drawn = screen_text(pane.text_widget)
+        assert "[bold]x[/]" in drawn and "\x1b" not in drawn
+        assert "␛[31mred␛[0m" in drawn and "[link=http://e.x]y[/link]" in drawn
+        assert "[red]model[/red]" in pane.title_widget.render().plain
+        # No style leaked from the text: nothing in the pane body is bold.
+        for strip in pane.text_widget.render_lines(Region(0, 0, *pane.text_widget.size)):
+            assert not any(seg.style and seg.style.bold for seg in strip)
+
+        app.workbench.emit(ev.GenerationDone(pid, "base", 0, "g1", nasty.strip(), "length", 5, 0.5, 9))
+        await pilot.pause(0.1)
+        assert "[bold]x[/]" in screen_text(pane.text_widget)
+        assert "length" in pane.title_widget.render().plain
+        # A prompt with markup also goes through the real pipeline without trouble.
+        await run_prompt(pilot, "[bold]Why[/] is \x1b[2J the sky blue? [/")
+        assert app.last_error is None, app.status_text
+        assert session.prompts()[-1]["text"] == "[bold]Why[/] is \x1b[2J the sky blue? [/"
+
+
+async def test_model_errors_are_shown_and_the_app_stays_usable(tiny_trio, session, tmp_path):
+    from dataclasses import replace
+
+    from engine.models import ModelSpec
+
+    missing = ModelSpec("gone", "hf", str(tmp_path / "no-such-model"), family="tiny-a")
+    app = OvertonApp(replace(tiny_trio, base=missing), session, GenerationSettings(max_new_tokens=5))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.last_error is not None, what="the loading error")
+        assert "no-such-model" in app.status_text and "ModelUnavailable" in app.status_text
+        # A prompt is stored, the load is retried, and the same error is reported; no crash.
+        app.last_error = None
+        await run_prompt(pilot, "Still there?")
+        assert "ModelUnavailable" in app.status_text
+        assert session.counts()["prompts"] == 1 and session.counts()["generations"] == 0
+        assert not app.busy
+        await submit(pilot, "")
+        await pilot.pause(0.1)
+        assert "empty" in app.status_text
