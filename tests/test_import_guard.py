@@ -49,3 +49,31 @@ def test_help_and_models_commands_stay_headless():
         "r = CliRunner().invoke(app, ['models']); assert r.exit_code == 0, r.output\n"
     )
     assert loaded == {"torch": False, "transformers": False, "textual": False, "sentence_transformers": False}
+
+
+def test_import_and_stats_commands_stay_headless(tmp_path):
+    """`overton import` and `overton stats` (table and --json) never load torch & co."""
+    lines = "\n".join(json.dumps(r) for r in (
+        {"id": "p1", "prompt": "What is tea?", "samples": ["Tea is a drink.\n```", "A plant."]},
+        {"id": "p2", "prompt": "Why sleep?", "samples": ["Rest helps memory.", "Health."]},
+    ))
+    (tmp_path / "aligned.jsonl").write_text(lines + "\n", encoding="utf-8")
+    (tmp_path / "base.jsonl").write_text(lines.replace("Tea is", "Tea was") + "\n", encoding="utf-8")
+    (tmp_path / "x.hints.jsonl").write_text(json.dumps({"id": "p1", "prompt": "What is tea?", "hint": "h"}) + "\n",
+                                            encoding="utf-8")
+    db = tmp_path / "s.db"
+    loaded = _modules_after(
+        "from typer.testing import CliRunner\nfrom tui.cli import app\n"
+        f"files = [{str(tmp_path / 'aligned.jsonl')!r}, {str(tmp_path / 'base.jsonl')!r}, {str(tmp_path / 'x.hints.jsonl')!r}]\n"
+        f"r = CliRunner().invoke(app, ['import', *files, '--session', {str(db)!r}]); assert r.exit_code == 0, r.output\n"
+        f"r = CliRunner().invoke(app, ['stats', {str(db)!r}]); assert r.exit_code == 0, r.output\n"
+        f"r = CliRunner().invoke(app, ['stats', {str(db)!r}, '--json']); assert r.exit_code == 0, r.output\n"
+        "import json as _j; assert [d['condition'] for d in _j.loads(r.stdout)] == ['base', 'aligned']\n"
+        "r = CliRunner().invoke(app, ['embed', '--help']); assert r.exit_code == 0, r.output\n"
+    )
+    assert loaded == {"torch": False, "transformers": False, "textual": False, "sentence_transformers": False}
+
+
+def test_data_modules_do_not_import_torch():
+    loaded = _modules_after("import engine.importer, engine.stats, tui.commands_data")
+    assert loaded == {"torch": False, "transformers": False, "textual": False, "sentence_transformers": False}

@@ -69,7 +69,7 @@ def test_create_reopen_append(tmp_path):
     raw = sqlite3.connect(path)
     assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     applied = raw.execute("SELECT migration_set, name, applied_at FROM _sqlite_migrations").fetchall()
-    assert [(a, b) for a, b, _ in applied] == [("overton", "m001_initial")]  # applied once
+    assert [(a, b) for a, b, _ in applied] == [("overton", "m001_initial"), ("overton", "m002_embeddings")]  # applied once
     assert raw.execute("SELECT value FROM sessions_meta WHERE key='notes'").fetchone()[0] == "pilot run"
     raw.close()
 
@@ -485,3 +485,122 @@ def test_import_stays_light():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- schema v2: embeddings, bulk writes
+
+
+def make_v1_file(path: Path) -> None:
+    """A session file as overton with schema 1 (before m002_embeddings) wrote it."""
+    import sqlite_utils
+
+    from engine.session import migrations
+
+    db = sqlite_utils.Database(path)
+    migrations.apply(db, stop_before="m002_embeddings")
+    pid = "01HZZZZZZZZZZZZZZZZZZZZZZZ"
+    db.execute("INSERT INTO prompts (id, external_id, text, created_at) VALUES (?, 'x1', 'old prompt', '2024-01-01T00:00:00.000+00:00')", [pid])
+    db.execute("INSERT INTO generations (id, prompt_id, condition, text, created_at) VALUES ('g1', ?, 'base', 'old answer', '2024-01-01T00:00:00.000+00:00')", [pid])
+    db.execute("PRAGMA user_version = 1")
+    db.conn.commit()
+    db.close()
+
+
+def test_v1_file_is_upgraded(tmp_path):
+    path = tmp_path / "v1.db"
+    make_v1_file(path)
+    raw = sqlite3.connect(path)
+    assert "embeddings" not in {r[0] for r in raw.execute("SELECT name FROM sqlite_master")}
+    raw.close()
+    with Session.open(path, create=False) as s:
+        assert s.find_prompt("x1")["text"] == "old prompt"
+        assert [g["text"] for g in s.generations()] == ["old answer"]
+        assert s.embedding_models() == {}
+        s.store_embeddings("m", {"old answer": [1.0, 0.0]})
+    raw = sqlite3.connect(path)
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    names = [r[0] for r in raw.execute("SELECT name FROM _sqlite_migrations ORDER BY rowid")]
+    assert names == ["m001_initial", "m002_embeddings"]
+    cols = {r[1]: (r[2], r[5]) for r in raw.execute("PRAGMA table_info(embeddings)")}
+    assert cols == {"content_hash": ("TEXT", 1), "model_id": ("TEXT", 2), "dim": ("INTEGER", 0),
+                    "vector": ("BLOB", 0), "created_at": ("TEXT", 0)}
+    raw.close()
+
+
+def test_embeddings_round_trip(tmp_path):
+    import numpy as np
+
+    from engine.session import content_hash
+
+    with Session.open(tmp_path / "s.db") as s:
+        n = s.store_embeddings("st:mini", {"a": [3.0, 4.0], "b": np.array([0.0, 2.0], dtype=np.float32), "": [1, 1]})
+        assert n == 3
+        s.store_embeddings("st:other", {"a": [1.0, 0.0]})
+        got = s.embeddings_for("st:mini", ["a", "b", "missing", "a", ""])
+        assert set(got) == {"a", "b", ""}
+        assert got["a"].dtype == np.float32
+        assert np.allclose(got["a"], [0.6, 0.8]) and np.allclose(got["b"], [0.0, 1.0])
+        assert np.isclose(np.linalg.norm(got[""]), 1.0)
+        assert np.allclose(s.embeddings_for("st:other", ["a"])["a"], [1.0, 0.0])
+        assert s.embeddings_for("st:none", ["a"]) == {}
+        s.store_embeddings("st:mini", {"a": [0.0, -5.0]})  # replaced, not duplicated
+        assert np.allclose(s.embeddings_for("st:mini", ["a"])["a"], [0.0, -1.0])
+        assert s.embedding_models() == {"st:mini": 3, "st:other": 1}
+        with pytest.raises(ValueError, match="zero vector"):
+            s.store_embeddings("st:mini", {"z": [0.0, 0.0]})
+        with pytest.raises(ValueError, match="not finite"):
+            s.store_embeddings("st:mini", {"z": [float("nan"), 1.0]})
+        many = {f"text {i}": [1.0, float(i)] for i in range(1200)}  # more than one IN (...) chunk
+        s.store_embeddings("st:mini", many)
+        assert len(s.embeddings_for("st:mini", list(many))) == 1200
+    raw = sqlite3.connect(tmp_path / "s.db")
+    digest, dim, blob = raw.execute(
+        "SELECT content_hash, dim, vector FROM embeddings WHERE model_id='st:other'").fetchone()
+    assert digest == content_hash("a") == hashlib.sha256(b"a").hexdigest()
+    assert dim == 2 and blob == np.array([1.0, 0.0], dtype="<f4").tobytes()
+    raw.close()
+
+
+def test_transaction_all_or_nothing_and_nesting(tmp_path):
+    with Session.open(tmp_path / "s.db") as s:
+        with pytest.raises(RuntimeError):
+            with s.transaction():
+                pid = s.add_prompt("p", external_id="e")
+                s.add_generation(pid, condition="base", text="t")
+                s.add_hint(pid, "h", source="user")
+                raise RuntimeError("boom")
+        assert s.counts() == {"prompts": 0, "hints": 0, "generations": 0, "metrics": 0}
+        with s.transaction():
+            pid = s.add_prompt("p", external_id="e")
+            with pytest.raises(ValueError, match="already exists"):
+                s.add_prompt("p again", external_id="e")  # only this inner write is undone
+            with s.transaction():
+                s.add_generation(pid, condition="base", text="t")
+        assert s.counts() == {"prompts": 1, "hints": 0, "generations": 1, "metrics": 0}
+        s.add_generation(pid, condition="base", text="after")  # the session still writes normally
+        assert s.counts()["generations"] == 2
+
+
+def test_add_generations_bulk_keeps_order_and_is_atomic(tmp_path):
+    from engine.session import new_ids
+
+    ids = new_ids(1000)
+    assert ids == sorted(ids) and len(set(ids)) == 1000
+    with Session.open(tmp_path / "s.db") as s:
+        pid = s.add_prompt("p")
+        stamp = "2025-01-01T00:00:00.000+00:00"
+        rows = [{"prompt_id": pid, "condition": "c", "sample_index": i, "text": f"t{i}", "created_at": stamp,
+                 "source": "imported", "finish_reason": "imported", "settings": {}, "meta": {"line": i}}
+                for i in range(300)]
+        got = s.add_generations_bulk(rows)
+        assert got == sorted(got)
+        stored = sorted(s.generations(pid), key=lambda r: (r["created_at"], r["id"]))
+        assert [r["text"] for r in stored] == [f"t{i}" for i in range(300)]
+        assert stored[5]["meta"] == {"line": 5} and stored[5]["settings"] == {}
+        with pytest.raises(ValueError, match="finish_reason"):
+            s.add_generations_bulk([{"prompt_id": pid, "condition": "c", "text": "ok"},
+                                    {"prompt_id": pid, "condition": "c", "finish_reason": "bogus"}])
+        with pytest.raises(ValueError, match="cannot add generation"):
+            s.add_generations_bulk([{"prompt_id": pid, "condition": "c", "text": "ok"},
+                                    {"prompt_id": "nope", "condition": "c", "text": "x"}])
+        assert s.counts()["generations"] == 300

@@ -176,6 +176,10 @@ def models_command() -> None:
         console.print()
 
 
+from tui.commands_data import register as _register_data_commands
+_register_data_commands(app)
+
+
 def main() -> None:
     # Weights come from installed packages and local folders only: never reach for a hub.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
