@@ -1,6 +1,7 @@
 """Metrics for one prompt: every condition against the aligned model's sample 0.
 
-The embedder is optional so that metrics can be recomputed headless without torch.
+Embedding figures take precomputed unit vectors (``{text: vector}``), so metrics can be
+recomputed headless from the vectors stored in the session, without torch.
 """
 
 from __future__ import annotations
@@ -50,28 +51,20 @@ def _mean(values) -> float | None:
     return mean(values) if values else None
 
 
-def compute(samples: dict[str, list[str]], embedder=None) -> PromptMetrics:
-    """``samples`` maps condition -> answer texts in sample order (sample 0 first)."""
+def compute(samples: dict[str, list[str]], vectors: dict | None = None) -> PromptMetrics:
+    """``samples`` maps condition -> answer texts in sample order (sample 0 first);
+    ``vectors`` maps text -> unit embedding (embedding figures are None without it)."""
     conditions = [c for c, texts in samples.items() if texts]
     ref_samples = samples.get(REFERENCE) or []
     ref = ref_samples[0] if ref_samples else None
 
-    cos: dict[tuple[str, str], float] = {}
-    vec_index: dict[tuple[str, int], int] = {}
-    sim_vs_ref: dict[tuple[str, int], float] = {}
-    if embedder is not None:
-        texts = []
-        for c in conditions:
-            for i, t in enumerate(samples[c]):
-                vec_index[(c, i)] = len(texts)
-                texts.append(t)
-        matrix = embedder.cosine_matrix(texts)
-        if ref is not None:
-            r = vec_index[(REFERENCE, 0)]
-            sim_vs_ref = {key: matrix[r][j] for key, j in vec_index.items()}
-        for a in conditions:
-            for b in conditions:
-                cos[(a, b)] = matrix[vec_index[(a, 0)]][vec_index[(b, 0)]]
+    def cosine(a: str, b: str) -> float | None:
+        if not vectors or a not in vectors or b not in vectors:
+            return None
+        return float(vectors[a] @ vectors[b])
+
+    sim_vs_ref = {(c, i): cosine(t, ref) for c in conditions for i, t in enumerate(samples[c])} if ref else {}
+    cos = {(a, b): cosine(samples[a][0], samples[b][0]) for a in conditions for b in conditions}
 
     figures = {}
     for c in conditions:
@@ -85,9 +78,9 @@ def compute(samples: dict[str, list[str]], embedder=None) -> PromptMetrics:
             words=mean(m.word_count(t) for t in texts),
             similarity=_mean(m.jaccard(t, ref) for _, t in compared) if ref is not None else None,
             coverage=_mean(m.coverage(t, ref) for _, t in compared) if ref is not None else None,
-            embedding=_mean(sim_vs_ref.get((c, i)) for i, _ in compared) if sim_vs_ref else None,
+            embedding=_mean(sim_vs_ref.get((c, i)) for i, _ in compared),
             diversity=m.mean_pairwise_jaccard(texts) if len(texts) > 1 else None,
             flags={k: mean(1.0 if f[k] else 0.0 for f in flags) for k in ("abstain", "numbered_list", "bullet_list")},
         )
     jac = {(a, b): m.jaccard(samples[a][0], samples[b][0]) for a in conditions for b in conditions}
-    return PromptMetrics(conditions, figures, jac, cos or {(a, b): None for a in conditions for b in conditions})
+    return PromptMetrics(conditions, figures, jac, cos)

@@ -287,39 +287,35 @@ class Workbench:
         return {"id": hint_id, "text": result.text.strip()}
 
     # -- metrics --------------------------------------------------------------------------
-    def _batches(self, prompt_id: str) -> dict[str, list[dict]]:
-        """Each condition's newest batch: its last sample 0 and the samples after it.
-
-        Regenerating a pane starts a new batch; resuming adds to the current one.
-        """
-        rows = sorted(self.session.generations(prompt_id), key=lambda r: (r["created_at"], r["id"]))
-        batches: dict[str, list[dict]] = {}
-        for row in rows:
-            if row["condition"] == "summary":
-                continue
-            if row["sample_index"] == 0:
-                batches[row["condition"]] = []
-            batches.setdefault(row["condition"], []).append(row)
-        return batches
-
     def completed_samples(self, prompt_id: str, condition: str) -> set[int]:
-        return {r["sample_index"] for r in self._batches(prompt_id).get(condition, [])
-                if r["finish_reason"] != "cancelled"}
+        """Sample indexes done in the condition's newest batch (the rule: Session.latest_batches)."""
+        return set(self.session.latest_batches(prompt_id).get((prompt_id, condition), {}))
 
     def latest_samples(self, prompt_id: str) -> dict[str, list[str]]:
         """Texts of each condition's newest batch in sample order; cancelled answers left out."""
-        out = {}
-        for cond, batch in self._batches(prompt_id).items():
-            done = {r["sample_index"]: r["text"] for r in batch if r["finish_reason"] != "cancelled"}
-            if done:
-                out[cond] = [done[i] for i in sorted(done)]
-        return out
+        return {cond: [row["text"] for row in batch.values()]
+                for (_, cond), batch in self.session.latest_batches(prompt_id).items()}
+
+    def vectors(self, texts: Iterable[str]) -> dict | None:
+        """Embeddings of ``texts``: stored ones from the session, the rest computed and stored
+        (by content hash), so headless stats can use them without torch."""
+        if self.embedder is None:
+            return None
+        texts = list(dict.fromkeys(texts))
+        model_id = self.embedder.spec.id
+        known = self.session.embeddings_for(model_id, texts)
+        missing = [t for t in texts if t not in known]
+        if missing:
+            fresh = dict(zip(missing, self.embedder.embed(missing)))
+            self.session.store_embeddings(model_id, fresh)
+            known.update(fresh)
+        return known
 
     def update_metrics(self, prompt_id: str):
         samples = self.latest_samples(prompt_id)
         if not samples:
             return None
-        result = prompt_metrics.compute(samples, self.embedder)
+        result = prompt_metrics.compute(samples, self.vectors(t for ts in samples.values() for t in ts))
         self.session.add_metrics(prompt_id, result.rows())
         self.emit(ev.MetricsReady(prompt_id, result))
         return result
