@@ -20,10 +20,6 @@ class Embedder:
         with self.lock:
             return self.model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True)
 
-    def cosine_matrix(self, texts: Sequence[str]) -> list[list[float]]:
-        vecs = self.embed(texts)
-        return (vecs @ vecs.T).tolist()
-
 
 _embedders: dict[str, Embedder] = {}
 _loading = threading.Lock()
