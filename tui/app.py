@@ -85,6 +85,7 @@ class OvertonApp(App):
         self.models_ready = False
         self.last_error: str | None = None
         self.status_text = ""  # what the status line shows, as plain text
+        self._status_style = ""
         self._cancel = threading.Event()
         self._load_lock = threading.Lock()
         self._load_thread: threading.Thread | None = None
@@ -141,7 +142,14 @@ class OvertonApp(App):
 
     def set_status(self, text: str, style: str = "") -> None:
         self.status_text = printable(text)
-        self.query_one("#status", Static).update(safe_text(text, style))
+        self._status_style = style
+        self._draw_status()
+
+    def _draw_status(self) -> None:
+        line = safe_text(self.status_text, self._status_style)
+        if self.busy:  # long steps (restyling, summaries) stream nothing: show that time passes
+            line.append(f"   {_elapsed(time.monotonic() - self._run_started)}", style="dim")
+        self.query_one("#status", Static).update(line)
 
     def show_error(self, text: str, kind: str = "") -> None:
         self.last_error = text
@@ -159,6 +167,8 @@ class OvertonApp(App):
     def _tick(self) -> None:
         for pane in self.panes:
             pane.tick()
+        if self.busy:
+            self._draw_status()
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action == "cancel":
@@ -410,11 +420,17 @@ class OvertonApp(App):
         self.jobs_ended += 1
         self._flush()
         self._set_busy(False)
+        self._draw_status()
         if self._cancel.is_set() and self.last_error is None:
             self.set_status("cancelled — the partial answer is saved with finish reason 'cancelled'", "yellow")
         for pane in self.panes:
             if pane.note.startswith(("waiting", "regenerating")) and not pane.samples:
                 pane.set_note("not generated")
+
+
+def _elapsed(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 def run_app(trio: Trio, session, settings: GenerationSettings) -> None:

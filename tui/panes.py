@@ -134,12 +134,12 @@ class AnswerPane(Vertical):
             if state.finish_reason is None:
                 words = len(state.text.split())
                 elapsed = max(time.monotonic() - state.started, 1e-6)
-                title.append(f" · {words} words · ~{state.deltas / elapsed:.1f} tok/s · ")
+                title.append(f" · {_words(words)} · ~{state.deltas / elapsed:.1f} tok/s · ")
                 title.append("generating…", style="italic")
             else:
                 rate = state.tokens / state.duration_s if state.duration_s else 0.0
                 style = "bold red" if state.finish_reason == "cancelled" else "green"
-                title.append(f" · {state.words} words · {rate:.1f} tok/s · ")
+                title.append(f" · {_words(state.words)} · {rate:.1f} tok/s · ")
                 title.append(state.finish_reason, style=style)
         elif self.note:
             title.append(printable(self.note), style="dim italic")
@@ -176,6 +176,10 @@ class AnswerPane(Vertical):
         state = self.samples.get(self.current) if self.current is not None else None
         if state is not None and state.finish_reason is None and self.is_mounted:
             self.title_widget.update(self._title_text())
+
+
+def _words(n: int | None) -> str:
+    return "1 word" if n == 1 else f"{n} words"
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
