@@ -42,10 +42,16 @@ class Workbench:
         self.embedder = None
         self.extra_pool = list(pool)  # imported (query, aligned answer) pairs
         self._restyled: tuple[Example, ...] | None = None
+        self._load_lock = threading.Lock()
 
     # -- models ---------------------------------------------------------------------------
     def load(self) -> None:
-        """Load (converting on first use) every model of the trio; safe to call again."""
+        """Load (converting on first use) every model of the trio; safe to call again,
+        from any thread."""
+        with self._load_lock:
+            self._load()
+
+    def _load(self) -> None:
         from engine.embeddings import load_embedder
         from engine.loader import load_lm
 
@@ -110,7 +116,12 @@ class Workbench:
         if cond.needs_hint:
             hint_row = self._hint_for(prompt_id, hint, cancel)
             if hint_row is None:
-                return False
+                if cancel.is_set():
+                    return False
+                # Not a cancellation: the summariser wrote nothing usable. Say so, go on.
+                self.emit(ev.Notice(f"{name} skipped: the aligned model's summary of its sample 0 was empty; "
+                                    "type a hint and regenerate"))
+                return True
         examples = self._examples(cond, prompt_id, query, cancel)
         if examples is None:
             return False

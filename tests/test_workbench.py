@@ -99,3 +99,14 @@ def test_empty_prompt_is_refused(bench):
     with pytest.raises(EmptyPrompt):
         wb.add_prompt(" \n\t ")
     assert session.counts()["prompts"] == 0
+
+
+def test_empty_summary_is_a_notice_not_a_cancellation(bench, monkeypatch):
+    wb, session, seen = bench
+    monkeypatch.setattr(wb, "summarise", lambda prompt_id, cancel=None: None)
+    pid = wb.add_prompt("Summarise me")
+    assert wb.run(pid) is True
+    assert {r["condition"] for r in session.generations(pid)} == {"base", "aligned"}
+    notices = [e.message for e in seen if isinstance(e, ev.Notice)]
+    assert any("hinted skipped" in m and "type a hint" in m for m in notices)
+    assert seen[-1] == ev.RunFinished(pid, cancelled=False)
