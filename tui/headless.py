@@ -86,29 +86,22 @@ class _Printer:
             c.print(Text(f"note: {event.message}", style="yellow"))
 
 
-def run_prompt(console: Console, trio, session, settings, prompt: str, hint: str | None,
-               conditions=DEFAULT_PANES, pool=()) -> bool:
-    from engine.workbench import Workbench
+def _run_interruptible(work, console: Console, name: str) -> dict:
+    """Run ``work(cancel, outcome)`` in a thread so Ctrl-C cancels it cleanly.
 
-    printer = _Printer(console, trio, settings.samples)
-    bench = Workbench(trio, session, settings, emit=printer, pool=pool)
-    if not trio.same_family:
-        console.print(Text(f"note: base ({trio.base.family}) and aligned ({trio.aligned.family}) models come "
-                           "from different families; differences mix alignment with model family.", style="yellow"))
+    Generation stops at the next token and the partial answer is stored as cancelled;
+    an exception in the work is raised again here, in the main thread.
+    """
     cancel = threading.Event()
     outcome: dict = {}
 
-    def work():
+    def target():
         try:
-            bench.load()
-            prompt_id = bench.add_prompt(prompt)
-            outcome["prompt_id"] = prompt_id
-            outcome["finished"] = bench.run(prompt_id, cancel, hint=hint, conditions=conditions)
+            work(cancel, outcome)
         except BaseException as exc:  # reported by the main thread
             outcome["error"] = exc
 
-    # Generation runs in a thread so Ctrl-C can cancel it cleanly: the partial answer is kept.
-    thread = threading.Thread(target=work, name="overton-run", daemon=True)
+    thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
     try:
         while thread.is_alive():
@@ -119,6 +112,25 @@ def run_prompt(console: Console, trio, session, settings, prompt: str, hint: str
         thread.join()
     if "error" in outcome:
         raise outcome["error"]
+    return outcome
+
+
+def run_prompt(console: Console, trio, session, settings, prompt: str, hint: str | None,
+               conditions=DEFAULT_PANES, pool=()) -> bool:
+    from engine.workbench import Workbench
+
+    printer = _Printer(console, trio, settings.samples)
+    bench = Workbench(trio, session, settings, emit=printer, pool=pool)
+    if not trio.same_family:
+        console.print(Text(f"note: base ({trio.base.family}) and aligned ({trio.aligned.family}) models come "
+                           "from different families; differences mix alignment with model family.", style="yellow"))
+    def work(cancel, outcome):
+        bench.load()
+        prompt_id = bench.add_prompt(prompt)
+        outcome["prompt_id"] = prompt_id
+        outcome["finished"] = bench.run(prompt_id, cancel, hint=hint, conditions=conditions)
+
+    outcome = _run_interruptible(work, console, "overton-run")
     console.print()
     if printer.metrics is not None:
         console.print(metrics_table(printer.metrics))
@@ -162,37 +174,21 @@ def run_batch(console: Console, trio, session, settings, prompts, conditions, po
             progress.console.print(Text(f"[{event.role}] {event.message}", style="dim"))
 
     bench = Workbench(trio, session, settings, emit=emit, pool=pool)
-    cancel = threading.Event()
-    outcome: dict = {}
-
-    def work():
-        try:
-            bench.load()
-            ids = [bench.add_prompt(line.text, external_id=line.id) for line in prompts]
-            for chosen in passes:
-                for n, pid in enumerate(ids, 1):
-                    state["prompt"] = n
-                    done = sum(len(bench.completed_samples(pid, c) & set(range(settings.samples))) for c in chosen)
-                    progress.advance(task, done)  # resumed work counts as done
-                    if not bench.run(pid, cancel, conditions=chosen, resume=True):
-                        outcome["finished"] = False
-                        return
-            outcome["finished"] = True
-        except BaseException as exc:
-            outcome["error"] = exc
+    def work(cancel, outcome):
+        bench.load()
+        ids = [bench.add_prompt(line.text, external_id=line.id) for line in prompts]
+        for chosen in passes:
+            for n, pid in enumerate(ids, 1):
+                state["prompt"] = n
+                done = sum(len(bench.completed_samples(pid, c) & set(range(settings.samples))) for c in chosen)
+                progress.advance(task, done)  # resumed work counts as done
+                if not bench.run(pid, cancel, conditions=chosen, resume=True):
+                    outcome["finished"] = False
+                    return
+        outcome["finished"] = True
 
     with progress:
-        thread = threading.Thread(target=work, name="overton-batch", daemon=True)
-        thread.start()
-        try:
-            while thread.is_alive():
-                thread.join(0.2)
-        except KeyboardInterrupt:
-            cancel.set()
-            progress.console.print(Text("interrupted: finishing the current answer as partial…", style="yellow"))
-            thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
+        outcome = _run_interruptible(work, progress.console, "overton-batch")
     finished = outcome.get("finished", False)
     console.print(Text(f"session: {session.path} · {len(prompts)} prompts · conditions {', '.join(counted)} · "
                        + ("complete" if finished else "interrupted; run the same command again to resume")))
