@@ -12,7 +12,9 @@ program understands.
 
 Schema history (``SCHEMA_VERSION`` = the number of migrations): m001_initial (v1: prompts,
 hints, generations, metrics, sessions_meta); m002_embeddings (v2: ``embeddings``, one unit
-float32 vector per (sha256 of the text, embedder model id)). Opening a v1 file upgrades it.
+float32 vector per (sha256 of the text, embedder model id)); m003_annotations (v3: hand-made
+``annotations`` with soft-deleted history, and the full-text indexes ``prompts_fts`` /
+``generations_fts``, kept in sync by triggers). Opening a v1 or v2 file upgrades it.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from engine import __version__
 
 # Bump together with a new migration; stored in PRAGMA user_version so that an older overton
 # can tell that a file was written by a newer one (and refuse it instead of misreading it).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MIGRATION_SET = "overton"
 SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_MS = 5000
@@ -256,6 +258,88 @@ def m002_embeddings(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
+ANNOTATION_KINDS = ("rating", "label", "note", "preference")
+
+M003_SQL = [
+    f"""CREATE TABLE annotations (
+        id TEXT PRIMARY KEY,              -- ULID
+        prompt_id TEXT NOT NULL REFERENCES prompts(id),
+        generation_id TEXT REFERENCES generations(id),  -- NULL for a prompt-level preference
+        annotator TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ({", ".join(repr(k) for k in ANNOTATION_KINDS)})),
+        value TEXT NOT NULL,              -- rating '1'..'5' | label name | note text |
+                                          -- preference: a condition, 'tie' or 'all-bad'
+        manual INTEGER NOT NULL DEFAULT 1,  -- 1: entered by a person
+        created_at TEXT NOT NULL,
+        deleted_at TEXT                   -- set when replaced or removed (history is kept)
+    )""",
+    "CREATE INDEX idx_annotations_generation ON annotations (generation_id)",
+    "CREATE INDEX idx_annotations_prompt ON annotations (prompt_id)",
+    # At most one live rating / note / preference per (target, annotator), one live row per label.
+    """CREATE UNIQUE INDEX idx_annotations_live ON annotations (
+        prompt_id, ifnull(generation_id, ''), annotator, kind,
+        CASE WHEN kind = 'label' THEN value ELSE '' END
+    ) WHERE deleted_at IS NULL""",
+]
+
+# Full-text search (FTS5). The index tables hold their own copy of the text with the row's id,
+# rather than pointing at prompts/generations by rowid (content=...): VACUUM may renumber the
+# implicit rowids of tables with a TEXT primary key, which would silently mis-map an
+# external-content index. Triggers keep them in sync with every insert, update and delete.
+FTS_TOKENIZE = "porter unicode61 remove_diacritics 1"
+FTS_SQL = [
+    f"""CREATE VIRTUAL TABLE prompts_fts USING fts5(
+        text, prompt_id UNINDEXED, tokenize = '{FTS_TOKENIZE}')""",
+    """CREATE TRIGGER prompts_fts_ai AFTER INSERT ON prompts BEGIN
+        INSERT INTO prompts_fts (text, prompt_id) VALUES (new.text, new.id);
+    END""",
+    """CREATE TRIGGER prompts_fts_ad AFTER DELETE ON prompts BEGIN
+        DELETE FROM prompts_fts WHERE prompt_id = old.id;
+    END""",
+    """CREATE TRIGGER prompts_fts_au AFTER UPDATE OF id, text ON prompts BEGIN
+        DELETE FROM prompts_fts WHERE prompt_id = old.id;
+        INSERT INTO prompts_fts (text, prompt_id) VALUES (new.text, new.id);
+    END""",
+    "INSERT INTO prompts_fts (text, prompt_id) SELECT text, id FROM prompts",
+    f"""CREATE VIRTUAL TABLE generations_fts USING fts5(
+        text, generation_id UNINDEXED, tokenize = '{FTS_TOKENIZE}')""",
+    """CREATE TRIGGER generations_fts_ai AFTER INSERT ON generations WHEN new.text IS NOT NULL BEGIN
+        INSERT INTO generations_fts (text, generation_id) VALUES (new.text, new.id);
+    END""",
+    """CREATE TRIGGER generations_fts_ad AFTER DELETE ON generations BEGIN
+        DELETE FROM generations_fts WHERE generation_id = old.id;
+    END""",
+    """CREATE TRIGGER generations_fts_au AFTER UPDATE OF id, text ON generations BEGIN
+        DELETE FROM generations_fts WHERE generation_id = old.id;
+        INSERT INTO generations_fts (text, generation_id) SELECT new.text, new.id WHERE new.text IS NOT NULL;
+    END""",
+    "INSERT INTO generations_fts (text, generation_id) SELECT text, id FROM generations WHERE text IS NOT NULL",
+]
+
+
+def fts5_available(conn: sqlite3.Connection) -> bool:
+    """Whether this SQLite build has FTS5 (every current Python build does)."""
+    try:
+        conn.execute("CREATE VIRTUAL TABLE temp._overton_fts5_probe USING fts5(x)")
+        conn.execute("DROP TABLE temp._overton_fts5_probe")
+        return True
+    except sqlite3.Error:
+        return False
+
+
+@migrations()
+def m003_annotations(db: sqlite_utils.Database) -> None:
+    """Hand-made annotations (ratings, labels, notes, preferences) and full-text search.
+
+    Without FTS5 in the SQLite build (rare) the search indexes are left out and
+    ``engine.search`` falls back to a LIKE scan."""
+    for statement in M003_SQL:
+        db.execute(statement)
+    if fts5_available(db.conn):
+        for statement in FTS_SQL:
+            db.execute(statement)
+
+
 KNOWN_MIGRATIONS = frozenset(m.name for m in migrations._migrations)
 
 GENERATION_FIELDS = frozenset(
@@ -270,7 +354,7 @@ METRIC_FIELDS = frozenset(
     {"name", "condition", "other_condition", "generation_id", "other_generation_id",
      "value", "meta", "created_at"}
 )
-DATA_TABLES = ("prompts", "hints", "generations", "metrics")
+DATA_TABLES = ("prompts", "hints", "generations", "metrics")  # counts(); annotations: engine.annotations
 
 
 # --------------------------------------------------------------------------- pre-open checks
@@ -471,12 +555,22 @@ class Session:
 
     # ----- writes
 
-    def add_prompt(self, text: str, external_id: str | None = None, meta: dict | None = None) -> str:
+    def add_prompt(
+        self,
+        text: str,
+        external_id: str | None = None,
+        meta: dict | None = None,
+        *,
+        id: str | None = None,
+        created_at: str | None = None,
+    ) -> str:
+        """Add a prompt; ``id`` and ``created_at`` are normally left to the session (fixed values
+        are for imports and tests)."""
         row = {
-            "id": new_id(),
+            "id": id or new_id(),
             "external_id": external_id,
             "text": text,
-            "created_at": now_iso(),
+            "created_at": created_at or now_iso(),
             "meta_json": _dumps(meta),
         }
         try:
@@ -724,6 +818,37 @@ class Session:
         with self.lock:
             return {t: self.conn.execute(f"SELECT count(*) FROM [{t}]").fetchone()[0] for t in DATA_TABLES}
 
+    def prompt_overview(self) -> list[dict]:
+        """One row per prompt, oldest first, for a session browser: ``id``, ``external_id``,
+        ``text``, ``created_at``, ``last_generation_at`` (newest answer, or None),
+        ``conditions`` (sorted names that have answers; hint summaries left out), ``generations``
+        (answer rows, every batch), and live annotation counts over all annotators:
+        ``annotations``, ``ratings``, ``labels``, ``notes``, ``preferences``, ``annotators``."""
+        rows = self._select(
+            """SELECT p.id, p.external_id, p.text, p.created_at,
+                      (SELECT max(created_at) FROM generations g
+                        WHERE g.prompt_id = p.id AND g.condition != 'summary') AS last_generation_at,
+                      (SELECT group_concat(condition, char(31)) FROM (
+                          SELECT DISTINCT condition FROM generations g
+                           WHERE g.prompt_id = p.id AND g.condition != 'summary' ORDER BY condition
+                      )) AS conditions,
+                      (SELECT count(*) FROM generations g
+                        WHERE g.prompt_id = p.id AND g.condition != 'summary') AS generations,
+                      count(a.id) AS annotations,
+                      count(CASE WHEN a.kind = 'rating' THEN 1 END) AS ratings,
+                      count(CASE WHEN a.kind = 'label' THEN 1 END) AS labels,
+                      count(CASE WHEN a.kind = 'note' THEN 1 END) AS notes,
+                      count(CASE WHEN a.kind = 'preference' THEN 1 END) AS preferences,
+                      count(DISTINCT a.annotator) AS annotators
+                 FROM prompts p
+                 LEFT JOIN annotations a ON a.prompt_id = p.id AND a.deleted_at IS NULL
+                GROUP BY p.id
+                ORDER BY p.created_at, p.rowid"""
+        )
+        for row in rows:
+            row["conditions"] = sorted(row["conditions"].split("\x1f")) if row["conditions"] else []
+        return rows
+
     def _select(self, sql: str, params: list | None = None) -> list[dict]:
         """Rows as dicts; each ``x_json`` column is also given decoded as ``x`` ({} when NULL)."""
         with self.lock:
@@ -734,6 +859,61 @@ class Session:
             for key in [k for k in row if k.endswith("_json")]:
                 row[key[: -len("_json")]] = json.loads(row[key]) if row[key] is not None else {}
         return rows
+
+
+def peek_session(path: Path) -> dict[str, Any]:
+    """What a session browser shows about a file, read without writing (nor upgrading) it:
+    ``path``, ``name``, ``size`` (bytes), ``modified`` (ISO-8601 UTC), ``schema`` (user_version),
+    ``prompts``, ``generations``, ``annotations`` (live), ``created_at``, and ``error`` (None,
+    or why the file cannot be opened: not an overton session, damaged, newer schema ...)."""
+    path = Path(path)
+    info: dict[str, Any] = {"path": path, "name": path.name, "size": None, "modified": None, "schema": None,
+                            "prompts": None, "generations": None, "annotations": None, "created_at": None,
+                            "error": None}
+    try:
+        st = path.stat()
+        info["size"] = st.st_size
+        info["modified"] = datetime.fromtimestamp(st.st_mtime, timezone.utc).isoformat(timespec="seconds")
+        _check_existing(path)
+        uri = path.resolve().as_uri() + "?mode=ro"
+        if not any(Path(f"{path}{suffix}").exists() for suffix in ("-wal", "-journal")):
+            uri += "&immutable=1"
+        ro = sqlite3.connect(uri, uri=True)
+        try:
+            info["schema"] = ro.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in ro.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            for table in ("prompts", "generations"):
+                if table in tables:
+                    info[table] = ro.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            if "annotations" in tables:
+                info["annotations"] = ro.execute(
+                    "SELECT count(*) FROM annotations WHERE deleted_at IS NULL").fetchone()[0]
+            elif "prompts" in tables:
+                info["annotations"] = 0
+            if "sessions_meta" in tables:
+                found = ro.execute("SELECT value FROM sessions_meta WHERE key = 'created_at'").fetchone()
+                info["created_at"] = found[0] if found else None
+        finally:
+            ro.close()
+    except SessionError as e:
+        info["error"] = str(e)
+    except (OSError, sqlite3.Error) as e:
+        info["error"] = f"Cannot read {path}: {e}"
+    return info
+
+
+def list_sessions(directory: Path) -> list[dict[str, Any]]:
+    """``peek_session`` of every ``*.db`` file in ``directory`` (not recursive), most recently
+    modified first; an absent directory has none."""
+    directory = Path(directory).expanduser()
+    try:
+        files = [p for p in directory.iterdir() if p.suffix == ".db" and p.is_file()]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as e:
+        raise SessionError(f"Cannot list {directory}: {e.strerror or e}.") from None
+    infos = [peek_session(p) for p in files]
+    return sorted(infos, key=lambda i: (i["modified"] or "", i["name"]), reverse=True)
 
 
 def _generation_row(prompt_id: str, fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,13 @@ latest_batches``: the last sample 0 and the samples after it, cancelled answers 
   mean over the others) and in the union of the other samples (``info_in_union_others``);
   mean over the prompt's samples, then over prompts, as every aggregate here.
 
+Hand-made annotations (``engine.annotations``), counted over every live annotation of the
+condition's answers in any batch: ``ratings`` (rating rows, each annotator's counting once),
+``mean_rating``, ``rating_counts`` ([n of 1, …, n of 5]), ``rated_samples``, ``label_counts``
+({label: n}), ``notes`` and ``preference_wins`` (prompt preferences naming the condition). The
+``Stats`` object also carries ``annotators``, ``preferences`` (ties, all-bad) and ``agreement``
+between annotators (``engine.annotations.agreement``).
+
 Undefined values (Jaccard of two empty bags, coverage of an empty bag) are skipped, as in
 engine.metrics, and a prompt without a defined value is left out of the mean over prompts.
 Pure Python + numpy: ``overton stats`` never imports torch.
@@ -66,6 +73,14 @@ class ConditionStats:
     embeddings_missing: int = 0  # texts needed for embedding_similarity without a stored vector
     is_reference: bool = False
     is_base: bool = False
+    # hand-made annotations (engine.annotations.condition_summary)
+    ratings: int = 0
+    mean_rating: float | None = None
+    rating_counts: list[int] = field(default_factory=lambda: [0] * 5)
+    rated_samples: int = 0
+    label_counts: dict[str, int] = field(default_factory=dict)
+    notes: int = 0
+    preference_wins: int = 0
 
 
 @dataclass
@@ -85,6 +100,9 @@ class Stats:
     embedding_model: str | None
     rows: list[ConditionStats] = field(default_factory=list)
     prompts: int = 0  # prompts in the session
+    annotators: list[str] = field(default_factory=list)
+    preferences: dict[str, int] = field(default_factory=dict)  # engine.annotations.preference_totals
+    agreement: dict | None = None  # engine.annotations.agreement
 
     def row(self, condition: str) -> ConditionStats | None:
         return next((r for r in self.rows if r.condition == condition), None)
@@ -138,6 +156,7 @@ def compute_stats(
     reference: str | None = None,
     base: str | None = None,
     embedding_model: str | None = None,
+    require_reference: bool = True,
 ) -> Stats:
     """Statistics of every condition in ``session``; see the module docstring.
 
@@ -145,6 +164,8 @@ def compute_stats(
     (without a base, gap closed is None). An explicitly named base or a reference that the
     session does not have raises StatsError. ``embedding_model`` is the embedder's model id
     (default: the default trio's embedder if stored, else the only one stored).
+    ``require_reference=False``: a missing reference is no error; the figures measured against
+    it (similarity, coverage, gap closed, information aggregation) are then None.
     """
     batches = session.latest_batches()
     per_condition: dict[str, dict[str, dict[int, str]]] = {}
@@ -157,14 +178,14 @@ def compute_stats(
         raise StatsError(f"the base condition {base!r} is not in this session; its conditions are: "
                          f"{', '.join(sorted(per_condition))}")
     if not per_condition:
-        return Stats(ref_name, base, embedding_model, [], n_prompts)
-    if ref_name not in per_condition:
+        return _with_annotations(session, Stats(ref_name, base, embedding_model, [], n_prompts))
+    if ref_name not in per_condition and require_reference:
         raise StatsError(f"the reference condition {ref_name!r} is not in this session; its conditions are: "
                          f"{', '.join(sorted(per_condition))}. Choose one with --reference.")
     base_name = base if base is not None else (DEFAULT_BASE if DEFAULT_BASE in per_condition else None)
     model_id = _pick_embedding_model(session, embedding_model)
 
-    refs = {pid: batch[0] for pid, batch in per_condition[ref_name].items() if 0 in batch}
+    refs = {pid: batch[0] for pid, batch in per_condition.get(ref_name, {}).items() if 0 in batch}
 
     # every text an embedding similarity needs, fetched once
     vectors: dict = {}
@@ -181,10 +202,26 @@ def compute_stats(
         rows.append(_condition_stats(cond, per_condition[cond], refs, ref_name, base_name, vectors, model_id))
 
     base_row = next((r for r in rows if r.condition == base_name), None)
-    ref_row = next(r for r in rows if r.condition == ref_name)
+    ref_row = next((r for r in rows if r.condition == ref_name), None)
     for r in rows:
-        r.gap_closed = gap_closed(r.similarity, base_row.similarity if base_row else None, ref_row.similarity)
-    return Stats(ref_name, base_name, model_id, rows, n_prompts)
+        r.gap_closed = gap_closed(r.similarity, base_row.similarity if base_row else None,
+                                  ref_row.similarity if ref_row else None)
+    return _with_annotations(session, Stats(ref_name, base_name, model_id, rows, n_prompts))
+
+
+def _with_annotations(session: Session, stats: Stats) -> Stats:
+    """Fill in the hand-made annotations' counts per condition, preferences and agreement."""
+    from engine import annotations as ann
+
+    collected = ann.collect(session)
+    per_condition = ann.condition_summary(session, collected)
+    for row in stats.rows:
+        for key, value in per_condition.get(row.condition, {}).items():
+            setattr(row, key, value)
+    stats.annotators = list(collected.annotators)
+    stats.preferences = ann.preference_totals(session, collected)
+    stats.agreement = ann.agreement(session, collected)
+    return stats
 
 
 def gap_closed(sim: float | None, base_sim: float | None, ceiling: float | None) -> float | None:

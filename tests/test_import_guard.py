@@ -74,6 +74,34 @@ def test_import_and_stats_commands_stay_headless(tmp_path):
     assert loaded == {"torch": False, "transformers": False, "textual": False, "sentence_transformers": False}
 
 
+def test_export_search_and_sessions_commands_stay_headless(tmp_path):
+    """`overton export` (every format, stdout and files), `stats`, `search` and `sessions` on an
+    annotated session never load torch & co."""
+    db = tmp_path / "s.db"
+    out = tmp_path / "out"
+    loaded = _modules_after(
+        "from typer.testing import CliRunner\nfrom tui.cli import app\n"
+        "from engine.session import Session\nfrom engine.annotations import Annotations\n"
+        f"s = Session.open({str(db)!r})\n"
+        "p = s.add_prompt('What is tea?')\n"
+        "g = s.add_generation(p, condition='aligned', text='Tea is a drink.')\n"
+        "s.add_generation(p, condition='base', text='A plant.')\n"
+        "a = Annotations(s, 'ann'); a.set_rating(g, 4); a.toggle_label(g, 'helpful'); a.set_preference(p, 'aligned')\n"
+        "s.close()\n"
+        "run = lambda *args: CliRunner().invoke(app, list(args))\n"
+        "for fmt in ('csv', 'json', 'jsonl', 'md'):\n"
+        f"    r = run('export', {str(db)!r}, '--format', fmt); assert r.exit_code == 0, r.output\n"
+        f"    r = run('export', {str(db)!r}, '--format', fmt, '--output', {str(out)!r} + '.' + fmt); assert r.exit_code == 0, r.output\n"
+        f"r = run('stats', {str(db)!r}); assert r.exit_code == 0 and 'annotations by 1 annotator' in r.stdout, r.output\n"
+        f"r = run('stats', {str(db)!r}, '--json'); assert r.exit_code == 0, r.output\n"
+        f"r = run('search', {str(db)!r}, 'tea'); assert r.exit_code == 0 and 'What is tea' in r.stdout, r.output\n"
+        f"r = run('sessions', '--sessions-dir', {str(tmp_path)!r}); assert r.exit_code == 0 and 's.db' in r.stdout, r.output\n"
+    )
+    assert loaded == {"torch": False, "transformers": False, "textual": False, "sentence_transformers": False}
+    assert (tmp_path / "out.summary.csv").is_file() and (tmp_path / "out.md").is_file()
+
+
 def test_data_modules_do_not_import_torch():
-    loaded = _modules_after("import engine.importer, engine.stats, tui.commands_data")
+    loaded = _modules_after("import engine.importer, engine.stats, engine.annotations, engine.export, "
+                            "engine.search, tui.commands_data")
     assert loaded == {"torch": False, "transformers": False, "textual": False, "sentence_transformers": False}

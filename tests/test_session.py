@@ -69,7 +69,8 @@ def test_create_reopen_append(tmp_path):
     raw = sqlite3.connect(path)
     assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     applied = raw.execute("SELECT migration_set, name, applied_at FROM _sqlite_migrations").fetchall()
-    assert [(a, b) for a, b, _ in applied] == [("overton", "m001_initial"), ("overton", "m002_embeddings")]  # applied once
+    assert [(a, b) for a, b, _ in applied] == [("overton", "m001_initial"), ("overton", "m002_embeddings"),
+                                               ("overton", "m003_annotations")]  # applied once
     assert raw.execute("SELECT value FROM sessions_meta WHERE key='notes'").fetchone()[0] == "pilot run"
     raw.close()
 
@@ -518,9 +519,9 @@ def test_v1_file_is_upgraded(tmp_path):
         assert s.embedding_models() == {}
         s.store_embeddings("m", {"old answer": [1.0, 0.0]})
     raw = sqlite3.connect(path)
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     names = [r[0] for r in raw.execute("SELECT name FROM _sqlite_migrations ORDER BY rowid")]
-    assert names == ["m001_initial", "m002_embeddings"]
+    assert names == ["m001_initial", "m002_embeddings", "m003_annotations"]
     cols = {r[1]: (r[2], r[5]) for r in raw.execute("PRAGMA table_info(embeddings)")}
     assert cols == {"content_hash": ("TEXT", 1), "model_id": ("TEXT", 2), "dim": ("INTEGER", 0),
                     "vector": ("BLOB", 0), "created_at": ("TEXT", 0)}
@@ -604,3 +605,194 @@ def test_add_generations_bulk_keeps_order_and_is_atomic(tmp_path):
             s.add_generations_bulk([{"prompt_id": pid, "condition": "c", "text": "ok"},
                                     {"prompt_id": "nope", "condition": "c", "text": "x"}])
         assert s.counts()["generations"] == 300
+
+
+# --------------------------------------------------------------------------- schema v3: annotations, full-text search
+
+
+def make_v2_file(path: Path) -> None:
+    """A session file as overton with schema 2 (before m003_annotations) wrote it."""
+    import sqlite_utils
+
+    from engine.session import migrations
+
+    db = sqlite_utils.Database(path)
+    migrations.apply(db, stop_before="m003_annotations")
+    stamp = "2024-01-01T00:00:00.000+00:00"
+    db.execute("INSERT INTO prompts (id, external_id, text, created_at) VALUES ('P1', 'x1', 'Why do cats purr?', ?)",
+               [stamp])
+    db.execute("INSERT INTO generations (id, prompt_id, condition, text, created_at) "
+               "VALUES ('G1', 'P1', 'base', 'Cats purr when content, and when healing.', ?)", [stamp])
+    db.execute("INSERT INTO generations (id, prompt_id, condition, text, created_at) "
+               "VALUES ('G2', 'P1', 'aligned', NULL, ?)", [stamp])
+    db.execute("PRAGMA user_version = 2")
+    db.conn.commit()
+    db.close()
+
+
+def test_v2_file_is_upgraded_with_annotations_and_search(tmp_path):
+    from engine.annotations import Annotations
+    from engine.search import search
+
+    path = tmp_path / "v2.db"
+    make_v2_file(path)
+    with Session.open(path, create=False) as s:
+        # the migration indexed the rows already there
+        assert [(h["kind"], h["generation_id"]) for h in search(s, "healed")] == [("answer", "G1")]
+        assert [(h["kind"], h["prompt_id"]) for h in search(s, "cats")][0] == ("prompt", "P1")
+        a = Annotations(s, "ann")
+        assert a.set_rating("G1", 4) == "base sample 0: rating 4"
+    raw = sqlite3.connect(path)
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    names = [r[0] for r in raw.execute("SELECT name FROM _sqlite_migrations ORDER BY rowid")]
+    assert names == ["m001_initial", "m002_embeddings", "m003_annotations"]
+    cols = {r[1]: (r[2], r[3], r[5]) for r in raw.execute("PRAGMA table_info(annotations)")}
+    assert cols == {"id": ("TEXT", 0, 1), "prompt_id": ("TEXT", 1, 0), "generation_id": ("TEXT", 0, 0),
+                    "annotator": ("TEXT", 1, 0), "kind": ("TEXT", 1, 0), "value": ("TEXT", 1, 0),
+                    "manual": ("INTEGER", 1, 0), "created_at": ("TEXT", 1, 0), "deleted_at": ("TEXT", 0, 0)}
+    indexes = {r[1] for r in raw.execute("PRAGMA index_list(annotations)")}
+    assert {"idx_annotations_generation", "idx_annotations_prompt", "idx_annotations_live"} <= indexes
+    assert raw.execute("SELECT prompt_id, generation_id, annotator, kind, value, manual, deleted_at "
+                       "FROM annotations").fetchall() == [("P1", "G1", "ann", "rating", "4", 1, None)]
+    # the full-text tables hold one row per indexed text (the NULL answer is left out)
+    assert raw.execute("SELECT prompt_id FROM prompts_fts").fetchall() == [("P1",)]
+    assert raw.execute("SELECT generation_id FROM generations_fts").fetchall() == [("G1",)]
+    # plain SQLite tools can query the index
+    assert raw.execute("SELECT generation_id FROM generations_fts WHERE generations_fts MATCH 'healing'"
+                       ).fetchall() == [("G1",)]
+    with pytest.raises(sqlite3.IntegrityError):  # kind is checked
+        raw.execute("INSERT INTO annotations (id, prompt_id, annotator, kind, value, created_at) "
+                    "VALUES ('x', 'P1', 'a', 'bogus', 'v', 'now')")
+    raw.close()
+
+
+def test_fts_follows_inserts_updates_deletes(tmp_path):
+    from engine.search import search
+
+    with Session.open(tmp_path / "s.db") as s:
+        pid = s.add_prompt("Tell me about volcanoes", external_id="v")
+        gid = s.add_generation(pid, condition="base", text="Magma rises through the crust.")
+        s.add_generations_bulk([{"prompt_id": pid, "condition": "aligned", "sample_index": i,
+                                 "text": f"Lava flows {i}"} for i in range(3)])
+        assert [h["generation_id"] for h in search(s, "magma")] == [gid]
+        assert len(search(s, "lava")) == 3
+        assert search(s, "volcano")[0]["kind"] == "prompt"  # porter stemming: volcanoes ~ volcano
+        with s.transaction():
+            s.conn.execute("UPDATE generations SET text = 'Ash clouds form.' WHERE id = ?", [gid])
+        assert search(s, "magma") == [] and [h["generation_id"] for h in search(s, "ash")] == [gid]
+        with s.transaction():
+            s.conn.execute("DELETE FROM generations WHERE condition = 'aligned'")
+        assert search(s, "lava") == []
+        # VACUUM renumbers implicit rowids; the index keys on ids, so hits still point right
+        s.conn.execute("VACUUM")
+        assert [h["generation_id"] for h in search(s, "ash")] == [gid]
+
+
+def test_prompt_overview_and_listing(tmp_path):
+    from engine.annotations import Annotations
+    from engine.session import list_sessions, peek_session
+
+    path = tmp_path / "a.db"
+    with Session.open(path) as s:
+        p1 = s.add_prompt("first", external_id="e1", created_at="2025-01-01T00:00:00.000+00:00")
+        p2 = s.add_prompt("second", id="01FIXEDPROMPTID0000000000A", created_at="2025-01-02T00:00:00.000+00:00")
+        g1 = s.add_generation(p1, condition="base", text="x", created_at="2025-01-01T00:01:00.000+00:00")
+        s.add_generation(p1, condition="aligned", text="y", created_at="2025-01-01T00:02:00.000+00:00")
+        s.add_generation(p1, condition="summary", text="a summary", created_at="2025-01-01T00:03:00.000+00:00")
+        ann = Annotations(s, "ann")
+        ann.set_rating(g1, 2)
+        ann.toggle_label(g1, "helpful")
+        ann.set_preference(p1, "aligned")
+        Annotations(s, "bob").set_note(g1, "hm")
+        rows = s.prompt_overview()
+        assert [r["id"] for r in rows] == [p1, p2] and p2 == "01FIXEDPROMPTID0000000000A"
+        first, second = rows
+        assert first["conditions"] == ["aligned", "base"] and first["generations"] == 2
+        assert first["last_generation_at"] == "2025-01-01T00:02:00.000+00:00"
+        assert (first["annotations"], first["ratings"], first["labels"], first["notes"], first["preferences"],
+                first["annotators"]) == (4, 1, 1, 1, 1, 2)
+        assert second["conditions"] == [] and second["annotations"] == 0 and second["last_generation_at"] is None
+    (tmp_path / "notes.db").write_text("not a database at all, just notes\n" * 10)
+    (tmp_path / "ignored.txt").write_text("x")
+    before = sha(path)
+    infos = {i["name"]: i for i in list_sessions(tmp_path)}
+    assert set(infos) == {"a.db", "notes.db"}
+    a = infos["a.db"]
+    assert (a["schema"], a["prompts"], a["generations"], a["annotations"], a["error"]) == (3, 2, 3, 4, None)
+    assert "not a SQLite database" in infos["notes.db"]["error"]
+    assert sha(path) == before  # listing reads without writing
+    assert list_sessions(tmp_path / "absent") == []
+    old = tmp_path / "old.db"
+    make_v2_file(old)
+    before = sha(old)
+    info = peek_session(old)
+    assert (info["schema"], info["prompts"], info["annotations"], info["error"]) == (2, 1, 0, None)
+    assert sha(old) == before  # not upgraded by a look
+
+
+@pytest.mark.parametrize("query", ['"unbalanced', "re-run", "=cmd|' /C calc'!A0", "foo:bar", "NEAR(", "AND",
+                                   "C++", "*", "@SUM(1)", "(", "'", "-", "   "])
+def test_search_never_raises_on_user_syntax(tmp_path, query):
+    from engine.search import search
+
+    with Session.open(tmp_path / "s.db") as s:
+        pid = s.add_prompt("How do I re-run =cmd|' /C calc'!A0 and @SUM(1)?")
+        s.add_generation(pid, condition="base", text='Say "unbalanced" then foo bar.')
+        hits = search(s, query)
+        assert isinstance(hits, list)
+        if query in ("re-run", "@SUM(1)", "=cmd|' /C calc'!A0"):  # searched as plain words instead
+            assert [h["kind"] for h in hits] == ["prompt"]
+        if query == '"unbalanced':
+            assert [h["kind"] for h in hits] == ["answer"]
+
+
+def test_search_hits_and_cli(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from engine.search import search
+    from tui.cli import app
+
+    path = tmp_path / "s.db"
+    with Session.open(path) as s:
+        pid = s.add_prompt("What helps against a cold?", external_id="cold")
+        gid = s.add_generation(pid, condition="aligned", sample_index=0, text="Rest and warm tea help.\nHoney too.")
+        hit = search(s, "tea")[0]
+        assert (hit["kind"], hit["prompt_id"], hit["external_id"], hit["generation_id"], hit["condition"],
+                hit["sample_index"]) == ("answer", pid, "cold", gid, "aligned", 0)
+        assert hit["prompt_text"] == "What helps against a cold?"
+        assert [hit["snippet"][a:b] for a, b in hit["spans"]] == ["tea"]
+        assert search(s, "tea", limit=0) == [] and search(s, "") == []
+        assert len(search(s, "cold OR tea")) == 2 and search(s, "cold NOT tea")[0]["kind"] == "prompt"
+    runner = CliRunner()
+    r = runner.invoke(app, ["search", str(path), "honey", "--json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert [d["generation_id"] for d in data] == [gid] and data[0]["spans"] == [[24, 29]]
+    r = runner.invoke(app, ["search", str(path), "[bold]x"])
+    assert r.exit_code == 0 and "no prompt or answer" in r.stdout and "[bold]x" in r.stdout
+    r = runner.invoke(app, ["search", str(tmp_path / "absent.db"), "x"])
+    assert r.exit_code == 1 and "No session file" in r.stderr and not (tmp_path / "absent.db").exists()
+
+
+def test_search_without_fts_tables_uses_like(tmp_path):
+    from engine.search import has_fts, search
+
+    with Session.open(tmp_path / "s.db") as s:
+        pid = s.add_prompt("Is 100% cotton_wool warm?")
+        s.add_generation(pid, condition="base", text="Cotton is warm; wool is warmer.")
+        with s.transaction():  # as on an SQLite build without FTS5
+            for name in ("prompts", "generations"):
+                for suffix in ("ai", "ad", "au"):
+                    s.conn.execute(f"DROP TRIGGER {name}_fts_{suffix}")
+                s.conn.execute(f"DROP TABLE {name}_fts")
+        assert not has_fts(s)
+        assert [h["kind"] for h in search(s, "warm cotton")] == ["prompt", "answer"]
+        assert [h["kind"] for h in search(s, "100%")] == ["prompt"]  # % and _ are literal
+        assert [h["kind"] for h in search(s, "cotton_")] == ["prompt"]
+        assert search(s, "Cotton_is") == []  # '_' is no wildcard: "Cotton is" does not match
+        assert search(s, "wool cold") == []
+        hit = search(s, "warmer")[0]
+        assert [hit["snippet"][a:b] for a, b in hit["spans"]] == ["warmer"]
+        s.add_generation(pid, condition="base", sample_index=1, text="still writable")

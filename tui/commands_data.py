@@ -1,6 +1,7 @@
-"""``overton import``, ``overton stats`` and ``overton embed``: data in, figures out.
+"""``overton import``, ``stats``, ``embed``, ``export``, ``search`` and ``sessions``: data in,
+figures out.
 
-``import`` and ``stats`` never import torch, transformers, sentence-transformers or textual
+All but ``embed`` never import torch, transformers, sentence-transformers or textual
 (tests/test_import_guard.py checks it); ``embed`` loads the trio's embedder. Text from files
 and models is printed through ``rich.text.Text`` (after ``engine.sanitize.printable``), so
 markup or escape sequences in data are shown literally. Registered on the main app by
@@ -9,6 +10,8 @@ markup or escape sequences in data are shown literally. Registered on the main a
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -245,6 +248,37 @@ def _print_stats(stats, path) -> None:
                      f"{', '.join(f'{c} {n}' for c, n in missing.items())}; run `overton embed SESSION`.")
     for note in notes:
         console.print(_t(note, "dim"))
+    if stats.annotators:
+        _print_annotations(stats)
+
+
+def _print_annotations(stats) -> None:
+    n = len(stats.annotators)
+    table = _table(_t(f"annotations by {n} annotator{'s' if n != 1 else ''} ({', '.join(stats.annotators)}) · "
+                      "ratings 1–5, every annotator's rating counted"))
+    table.add_column("condition", overflow="fold", min_width=12)
+    for col in ("ratings", "mean", "1", "2", "3", "4", "5", "notes", "preferred"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("labels", overflow="fold")
+    for r in stats.rows:
+        labels = ", ".join(f"{k} {v}" for k, v in r.label_counts.items()) or "–"
+        table.add_row(_t(r.condition), str(r.ratings), _fmt(r.mean_rating, 2), *(str(c) for c in r.rating_counts),
+                      str(r.notes), str(r.preference_wins), _t(labels))
+    console.print(table)
+    p = stats.preferences
+    lines = []
+    if p.get("preferences"):
+        lines.append(f"preferences: {p['preferences']} on {p['prompts']} prompts; tie {p.get('tie', 0)}, "
+                     f"all bad {p.get('all-bad', 0)}")
+    a = stats.agreement or {}
+    if n >= 2 and a:
+        r = a["ratings"]
+        lines.append(f"agreement: ratings on {r['generations']} shared answers ({r['pairs']} pairs): exact "
+                     f"{_pct(r['exact'])}, within one {_pct(r['within_one'])}, mean |diff| {_fmt(r['mean_abs_diff'])}; "
+                     f"labels: same set {_pct(a['labels']['exact'])} of {a['labels']['items']} pairs; "
+                     f"preferences: same {_pct(a['preferences']['exact'])} of {a['preferences']['pairs']} pairs")
+    for line in lines:
+        console.print(_t(line, "dim"))
 
 
 # --------------------------------------------------------------------------- embed
@@ -303,7 +337,131 @@ def embed_command(
         store.close()
 
 
+# --------------------------------------------------------------------------- export
+
+
+def export_command(
+    session: str = typer.Argument(..., help="Session name (in the sessions dir) or path to a .db file."),
+    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="csv, json, jsonl or md (default: from the "
+                                      "--output suffix, else md).", show_default=False),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default or '-': stdout). "
+                                          "csv also writes PATH's .summary.csv and .agreement.csv beside it.",
+                                          show_default=False),
+    reference: Optional[str] = typer.Option(None, "--reference", "-r", help="Condition whose sample 0 is the "
+                                            "reference (default: aligned, when present)."),
+    base: Optional[str] = typer.Option(None, "--base", "-b", help="Base condition of gap closed (default: base, "
+                                       "when present)."),
+    include_all: bool = typer.Option(False, "--all", help="Every answer, older batches and cancelled ones too "
+                                     "(default: those the statistics count, plus any annotated one)."),
+    sessions_dir: Optional[Path] = DirOpt,
+) -> None:
+    """Export answers with metrics and annotations, the per-condition summary and annotator agreement."""
+    from engine.export import ExportError, build_export, format_for, outputs, render, write_files
+    from engine.stats import StatsError
+
+    to_stdout = output is None or str(output) == "-"
+    try:
+        name = format_for(fmt, None if to_stdout else output)
+    except ExportError as exc:
+        _fail(str(exc))
+    if not to_stdout:
+        output = output.expanduser()
+        if output.is_dir():
+            _fail(f"{output} is a directory; give a file name for the export")
+        if not output.parent.is_dir():
+            _fail(f"the folder {output.parent} does not exist; create it or choose another output path")
+    store = _open_existing(session, sessions_dir)
+    try:
+        data = build_export(store, reference=reference, base=base, include_all=include_all)
+    except StatsError as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+    if to_stdout:
+        sys.stdout.write(render(data, name))
+        sys.stdout.flush()
+        return
+    try:
+        written = write_files(outputs(data, name, output), protect=store.path)
+    except ExportError as exc:
+        _fail(f"{exc}; nothing was written")
+    c = data.counts
+    err.print(_t(f"exported {c['generations']} answers of {c['prompts_exported']} prompts, "
+                 f"{c['annotations']} annotations ({name}): {', '.join(str(p) for p in written)}"), soft_wrap=True)
+
+
+# --------------------------------------------------------------------------- search
+
+
+def search_command(
+    session: str = typer.Argument(..., help="Session name (in the sessions dir) or path to a .db file."),
+    query: str = typer.Argument(..., help="Words to find (all of them; \"a phrase\", tea*, OR, NOT work)."),
+    limit: int = typer.Option(20, "--limit", "-n", min=1, max=10000, help="Most hits shown."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list of hits and nothing else."),
+    sessions_dir: Optional[Path] = DirOpt,
+) -> None:
+    """Full-text search over a session's prompts and answers."""
+    from engine.search import search
+
+    store = _open_existing(session, sessions_dir)
+    try:
+        hits = search(store, query, limit)
+    finally:
+        store.close()
+    if as_json:
+        typer.echo(json.dumps(hits, ensure_ascii=False, indent=2))
+        return
+    if not hits:
+        console.print(_t(f"no prompt or answer in {store.path} matches {query!r}."))
+        return
+    table = _table(_t(f"{len(hits)} hit{'s' if len(hits) != 1 else ''} for {query!r} in {store.path}"))
+    table.add_column("prompt", overflow="fold", max_width=16)
+    table.add_column("in", overflow="fold", max_width=16)
+    table.add_column("text", overflow="fold")
+    for h in hits:
+        where = "prompt" if h["kind"] == "prompt" else f"{h['condition']} #{h['sample_index']}"
+        text = _t(h["snippet"].replace("\n", " "))  # same length: the spans still fit
+        for start, end in h["spans"]:
+            text.stylize("bold yellow", start, end)
+        table.add_row(_t(h["external_id"] or h["prompt_id"]), _t(where), text)
+    console.print(table)
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+def sessions_command(sessions_dir: Optional[Path] = DirOpt) -> None:
+    """List the session files in the sessions dir (read only: nothing is opened for writing)."""
+    from engine.paths import sessions_dir as default_dir
+    from engine.session import SessionError, list_sessions
+
+    directory = Path(sessions_dir).expanduser() if sessions_dir else default_dir()
+    try:
+        infos = list_sessions(directory)
+    except SessionError as exc:
+        _fail(str(exc))
+    if not infos:
+        console.print(_t(f"no session files in {directory}."))
+        return
+    table = _table(_t(f"{len(infos)} session file{'s' if len(infos) != 1 else ''} in {directory}"))
+    table.add_column("session", overflow="fold")
+    table.add_column("modified", no_wrap=True)
+    for col in ("prompts", "answers", "annotations"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for i in infos:
+        if i["error"]:
+            table.add_row(_t(i["name"]), _t(i["modified"] or ""), _t("–"), _t("–"), _t("–"))
+            table.add_row("", _t(i["error"], "red"), "", "", "")
+            continue
+        table.add_row(_t(i["name"]), _t((i["modified"] or "").replace("T", " ")[:16]),
+                      *(_t("–" if i[k] is None else str(i[k])) for k in ("prompts", "generations", "annotations")))
+    console.print(table)
+
+
 def register(app: typer.Typer) -> None:
     app.command("import")(import_command)
     app.command("stats")(stats_command)
     app.command("embed")(embed_command)
+    app.command("export")(export_command)
+    app.command("search")(search_command)
+    app.command("sessions")(sessions_command)
