@@ -112,7 +112,11 @@ def resolve_session_path(name_or_path: str | Path | None, sessions_dir: Path) ->
 
     separators = {"/", "\\"} if _is_windows() else {"/"}
     candidate = Path(text).expanduser()
-    if any(s in text for s in separators) or text.startswith("~") or _exists(candidate, "file"):
+    in_sessions = sessions_dir / (text if text.endswith(".db") else text + ".db")
+    # A bare name means the sessions dir; a file name with a suffix (``lima.db``) that exists
+    # here and not there means that file. A stray file called ``pilot`` never hijacks a name.
+    here = candidate.suffix != "" and _exists(candidate, "file") and not _exists(in_sessions)
+    if any(s in text for s in separators) or text.startswith("~") or here:
         if _exists(candidate, "dir"):
             raise SessionError(f"{candidate} is a directory, not a session file. Give a file path.")
         if not _exists(candidate):
@@ -139,7 +143,7 @@ def resolve_session_path(name_or_path: str | Path | None, sessions_dir: Path) ->
         )
     if len(text) > _MAX_NAME:
         raise SessionError(f"The session name is too long ({len(text)} characters, max {_MAX_NAME}).")
-    return sessions_dir / (text if text.endswith(".db") else text + ".db")
+    return in_sessions
 
 
 def _is_windows() -> bool:

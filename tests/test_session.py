@@ -274,9 +274,16 @@ def test_resolve_paths_taken_as_is(tmp_path, monkeypatch):
     assert resolve_session_path("sub/x.db", sessions) == Path("sub/x.db")
     assert resolve_session_path("../up.db", sessions) == Path("../up.db")  # explicit path: user's choice
     assert resolve_session_path("~/s.db", sessions) == Path.home() / "s.db"
-    # An existing file named without a separator is that file, not sessions/NAME.db.
+    # An existing file with a suffix, named without a separator, is that file...
     (tmp_path / "shared.db").write_bytes(b"")
     assert resolve_session_path("shared.db", sessions) == Path("shared.db")
+    # ...unless the sessions dir holds a session of that name, which wins.
+    sessions.mkdir()
+    (sessions / "shared.db").write_bytes(b"")
+    assert resolve_session_path("shared.db", sessions) == sessions / "shared.db"
+    # A stray file without a suffix never hijacks a bare session name.
+    (tmp_path / "pilot").write_text("notes")
+    assert resolve_session_path("pilot", sessions) == sessions / "pilot.db"
 
 
 @pytest.mark.parametrize(
@@ -304,7 +311,7 @@ def test_resolve_rejects_reserved_chars_in_new_paths(tmp_path):
 @given(st.text(min_size=1, max_size=40))
 def test_resolve_bare_name_never_escapes(text):
     sessions = Path("/nonexistent-overton-sessions/dir")
-    if "/" in text or text.startswith("~") or Path(text).exists():
+    if "/" in text or text.startswith("~") or (Path(text).suffix and Path(text).exists()):
         return  # paths are the user's explicit choice
     try:
         path = resolve_session_path(text, sessions)
