@@ -341,6 +341,8 @@ def write_files(files: dict[Path, str], protect: Path | None = None) -> list[Pat
         for path, content in files.items():
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
             temps.append((tmp, path))
+            # mkstemp makes the file private (0600); an export is an ordinary file.
+            os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
             with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
                 f.write(content)
                 f.flush()

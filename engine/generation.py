@@ -162,7 +162,7 @@ def generate(
     max_new = min(settings.max_new_tokens, room)
     seed = settings.seed_for(sample_index)
     streamer = _Streamer(tok, stops, on_text)
-    started_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    started_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")  # as session times
     with lm.lock:
         torch.manual_seed(seed)
         t0 = time.monotonic()

@@ -116,6 +116,9 @@ def spec_from_string(text: str, role: str) -> ModelSpec:
     kind = "st" if role == "embedder" else "hf"
     if path.exists():
         return ModelSpec(path.name, kind, str(path.resolve()), family=_family_of(path))
+    if text.startswith(("/", ".", "~")) or text.count("/") > 1:
+        raise ModelUnavailable(f"no model folder at {text} (for {role}); give a Hugging Face model folder "
+                               "or a hub id such as org/name that is in the local HF cache")
     return ModelSpec(text.split("/")[-1], kind, text, family="unknown",
                      install=f"download {text} into the local HF cache first (huggingface-cli download {text})")
 

@@ -44,6 +44,7 @@ def _from_json(row, n: int, path: Path) -> PromptLine:
 
 
 def read_prompts(path: Path) -> list[PromptLine]:
+    """The prompts of ``path``; every bad line is reported at once (PromptFileError)."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -53,24 +54,33 @@ def read_prompts(path: Path) -> list[PromptLine]:
     except UnicodeDecodeError as exc:
         raise PromptFileError(f"{path} is not UTF-8 text (byte {exc.start})") from exc
     lines = content.splitlines()
-    jsonl = path.suffix.lower() in (".jsonl", ".json") or (lines and lines[0].lstrip().startswith("{"))
+    suffix = path.suffix.lower()
+    # The suffix decides; only a file with neither suffix is sniffed.
+    jsonl = suffix in (".jsonl", ".json") or (
+        suffix not in (".txt", ".text", ".md") and bool(lines) and lines[0].lstrip().startswith("{"))
     out: list[PromptLine] = []
+    errors: list[str] = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        if jsonl:
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise PromptFileError(f"{path}:{n}: not valid JSON ({exc.msg})") from exc
-            out.append(_from_json(row, n, path))
-        else:
+        if not jsonl:
             out.append(PromptLine(text_id(line), line.strip(), n))
-    if not out:
-        raise PromptFileError(f"{path} holds no prompts")
-    seen: dict[str, int] = {}
+            continue
+        try:
+            out.append(_from_json(json.loads(line), n, path))
+        except ValueError as exc:
+            errors.append(str(exc) if isinstance(exc, PromptFileError) else f"{path}:{n}: not valid JSON ({exc.msg})")
+    unique: list[PromptLine] = []
+    seen: dict[str, PromptLine] = {}
     for p in out:
-        if p.id in seen:
-            raise PromptFileError(f"{path}:{p.line}: id {p.id!r} already used on line {seen[p.id]}")
-        seen[p.id] = p.line
-    return out
+        if p.id not in seen:
+            seen[p.id] = p
+            unique.append(p)
+        elif jsonl and p.id != text_id(p.text):  # a given id used twice is a mistake
+            errors.append(f"{path}:{p.line}: id {p.id!r} already used on line {seen[p.id].line}")
+        # the same prompt text twice (no id given) is run once
+    if errors:
+        raise PromptFileError("\n".join(errors))
+    if not unique:
+        raise PromptFileError(f"{path} holds no prompts")
+    return unique

@@ -52,6 +52,7 @@ GENERATION_SOURCES = frozenset({"generated", "imported"})
 RESERVED_CHARS = set(':*?"<>|')
 _NAME_RE = re.compile(r"[\w.\-]+")  # letters (any script), digits, '_', '.', '-'
 _MAX_NAME = 200
+SESSION_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
 
 class SessionError(Exception):
@@ -119,6 +120,13 @@ def resolve_session_path(name_or_path: str | Path | None, sessions_dir: Path) ->
     if any(s in text for s in separators) or text.startswith("~") or here:
         if _exists(candidate, "dir"):
             raise SessionError(f"{candidate} is a directory, not a session file. Give a file path.")
+        if not _exists(candidate) and candidate.suffix.lower() not in SESSION_SUFFIXES:
+            # A new file outside the sessions dir must be asked for explicitly, by its suffix:
+            # '../x' or 'a/b' are refused instead of landing somewhere unexpected.
+            raise SessionError(
+                f"{text!r} is neither a session name nor a path to a .db file. Use a bare name "
+                f"(stored in {sessions_dir}) or a path ending in .db."
+            )
         if not _exists(candidate):
             # A new file anywhere is fine, but keep its name portable (drive letter aside).
             rest = text[len(Path(text).drive):]
@@ -788,7 +796,8 @@ class Session:
         ``prompt_id``, ``condition``, ``sample_index``, ``text``, ``finish_reason``,
         ``created_at``; (prompt, condition) pairs with nothing left are absent.
         """
-        sql = ("SELECT id, prompt_id, condition, sample_index, text, finish_reason, created_at "
+        sql = ("SELECT id, prompt_id, condition, sample_index, text, finish_reason, created_at, "
+               "model_id, seed, settings_json "
                "FROM generations WHERE condition != 'summary'")
         params: list = []
         if prompt_id is not None:

@@ -226,9 +226,10 @@ def _with_annotations(session: Session, stats: Stats) -> Stats:
 
 def gap_closed(sim: float | None, base_sim: float | None, ceiling: float | None) -> float | None:
     """(sim − sim(base)) ÷ (ceiling − sim(base)); None when undefined."""
-    if sim is None or base_sim is None or ceiling is None or abs(ceiling - base_sim) < 1e-12:
+    # Undefined unless the ceiling is above the base: there is no gap to close otherwise.
+    if sim is None or base_sim is None or ceiling is None or ceiling - base_sim < 1e-12:
         return None
-    return (sim - base_sim) / (ceiling - base_sim)
+    return (sim - base_sim) / (ceiling - base_sim) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
 def _condition_stats(cond, prompts, refs, ref_name, base_name, vectors, model_id) -> ConditionStats:

@@ -27,6 +27,10 @@ class EmptyPrompt(ValueError):
     pass
 
 
+class PromptConflict(ValueError):
+    """A prompt id that the session already holds with another text."""
+
+
 class NoPool(ValueError):
     """icl-random / icl-knn need (query, aligned answer) pairs from other prompts."""
 
@@ -71,6 +75,10 @@ class Workbench:
         if external_id is not None:
             found = self.session.find_prompt(external_id)
             if found is not None:
+                if found["text"] != text.strip():
+                    raise PromptConflict(
+                        f"prompt id {external_id!r} is already in this session with different text "
+                        f"({found['text'][:60]!r}); give the edited prompt a new id or use another session")
                 return found["id"]
         return self.session.add_prompt(text.strip(), external_id=external_id)
 
@@ -102,12 +110,12 @@ class Workbench:
 
     def run_condition(
         self, prompt_id: str, name: str, cancel: threading.Event | None = None, hint: str | None = None,
-        resume: bool = False,
+        resume: bool = False, samples: int | None = None,
     ) -> bool:
-        """All samples of one condition; False when cancelled."""
+        """All samples of one condition (or the first ``samples``); False when cancelled."""
         cancel = cancel or threading.Event()
         cond = CONDITIONS[name]
-        todo = [i for i in range(self.settings.samples)
+        todo = [i for i in range(samples or self.settings.samples)
                 if not (resume and i in self.completed_samples(prompt_id, name))]
         if not todo:
             return True
@@ -276,7 +284,8 @@ class Workbench:
         cancel = cancel or threading.Event()
         latest = self.latest_samples(prompt_id).get(REFERENCE)
         if not latest:
-            self.run_condition(prompt_id, REFERENCE, cancel)
+            # The hint needs aligned sample 0 only; the other samples come when asked for.
+            self.run_condition(prompt_id, REFERENCE, cancel, samples=1)
             latest = self.latest_samples(prompt_id).get(REFERENCE)
             if not latest or cancel.is_set():
                 return None
@@ -299,8 +308,27 @@ class Workbench:
 
     # -- metrics --------------------------------------------------------------------------
     def completed_samples(self, prompt_id: str, condition: str) -> set[int]:
-        """Sample indexes done in the condition's newest batch (the rule: Session.latest_batches)."""
-        return set(self.session.latest_batches(prompt_id).get((prompt_id, condition), {}))
+        """Sample indexes done in the condition's newest batch (the rule: Session.latest_batches)
+        by the same model with the same decoding settings; a batch made otherwise counts as
+        nothing done, so resuming starts a new batch instead of mixing the two."""
+        batch = self.session.latest_batches(prompt_id).get((prompt_id, condition), {})
+        spec = getattr(self.trio, CONDITIONS[condition].role) if condition in CONDITIONS else None
+        for index, row in batch.items():
+            if not self._same_recipe(row, spec, index):
+                return set()
+        return set(batch)
+
+    def _same_recipe(self, row: dict, spec, index: int) -> bool:
+        if row.get("finish_reason") == "imported":
+            return False
+        if spec is not None and row.get("model_id") != spec.id:
+            return False
+        import json
+
+        stored = json.loads(row.get("settings_json") or "{}")
+        wanted = self.settings.to_dict()
+        keys = ("temperature", "repetition_penalty", "max_new_tokens")
+        return all(stored.get(k) == wanted[k] for k in keys) and row.get("seed") == self.settings.seed_for(index)
 
     def latest_samples(self, prompt_id: str) -> dict[str, list[str]]:
         """Texts of each condition's newest batch in sample order; cancelled answers left out."""

@@ -148,3 +148,17 @@ def test_resume_generates_only_missing_samples(bench):
     assert [r["sample_index"] for r in session.generations(pid)] == [0, 1, 2, 3]
     wb.run_condition(pid, "base", resume=True)
     assert len(session.generations(pid)) == 4
+
+
+def test_prompt_file_suffix_decides_dedupes_and_reports_every_bad_line(tmp_path):
+    t = tmp_path / "curly.txt"
+    t.write_text("{not json} is a fine prompt\nSame?\nSame?\n", encoding="utf-8")
+    assert [p.text for p in read_prompts(t)] == ["{not json} is a fine prompt", "Same?"]
+    j = tmp_path / "bad.jsonl"
+    j.write_text('{"prompt": "ok"}\n{oops\n{"prompt": 3}\n', encoding="utf-8")
+    with pytest.raises(PromptFileError) as info:
+        read_prompts(j)
+    assert str(info.value).splitlines() == [
+        f"{j}:2: not valid JSON (Expecting property name enclosed in double quotes)",
+        f"{j}:3: needs a non-empty \"prompt\" string or a user turn in \"messages\"",
+    ]

@@ -803,3 +803,11 @@ def test_search_without_fts_tables_uses_like(tmp_path):
         hit = search(s, "warmer")[0]
         assert [hit["snippet"][a:b] for a, b in hit["spans"]] == ["warmer"]
         s.add_generation(pid, condition="base", sample_index=1, text="still writable")
+
+
+@pytest.mark.parametrize("text", ["../x", "a/b", "sub/dir/name", "~/notes"])
+def test_new_paths_need_a_db_suffix(tmp_path, monkeypatch, text):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SessionError, match="path ending in .db"):
+        resolve_session_path(text, tmp_path / "sessions")
+    assert list(tmp_path.iterdir()) == []

@@ -32,7 +32,7 @@ MaxTokOpt = typer.Option(256, "--max-new-tokens", min=1, max=8192, help="Most ne
 SeedOpt = typer.Option(0, "--seed", help="Seed of sample 0; sample i uses seed + i.")
 TempOpt = typer.Option(0.5, "--temperature", "-t", min=0.0, help="Sampling temperature (0 = greedy).")
 RepOpt = typer.Option(1.1, "--repetition-penalty", min=0.01, help="Repetition penalty.")
-DirOpt = typer.Option(None, "--sessions-dir", envvar="OVERTON_SESSIONS_DIR", help="Directory of session files [default: ./sessions].")
+DirOpt = typer.Option(None, "--sessions-dir", envvar="OVERTON_SESSIONS_DIR", help="Directory of session files (default: ./sessions).")
 
 
 def USER_ERRORS() -> tuple[type[Exception], ...]:
@@ -40,9 +40,9 @@ def USER_ERRORS() -> tuple[type[Exception], ...]:
     from engine.generation import PromptTooLong
     from engine.models import ModelUnavailable
     from engine.session import SessionError
-    from engine.workbench import EmptyPrompt, NoPool
+    from engine.workbench import EmptyPrompt, NoPool, PromptConflict
 
-    return (ModelUnavailable, PromptTooLong, SessionError, EmptyPrompt, NoPool)
+    return (ModelUnavailable, PromptTooLong, SessionError, EmptyPrompt, NoPool, PromptConflict)
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -67,6 +67,17 @@ def _trio(models: str):
         return parse_models(models)
     except ModelUnavailable as exc:
         fail(str(exc), 2)
+
+
+def _check_models(trio) -> None:
+    """Fail before a session file is created when a model is not there at all."""
+    from engine.models import ModelUnavailable, source_path
+
+    for spec in trio.roles().values():
+        try:
+            source_path(spec)
+        except ModelUnavailable as exc:
+            fail(str(exc))
 
 
 def _open_session(session: Optional[str], sessions_dir: Optional[Path]):
@@ -97,6 +108,7 @@ def main_command(
         return
     settings = _settings(samples, max_new_tokens, seed, temperature, repetition_penalty)
     trio = _trio(models)
+    _check_models(trio)
     store = _open_session(session, sessions_dir)
     from tui.app import run_app
 
@@ -111,12 +123,12 @@ def main_command(
 def run(
     prompt: Optional[str] = typer.Argument(None, help="The prompt to answer (or use --prompts FILE)."),
     prompts: Optional[Path] = typer.Option(None, "--prompts", "-p", help="Batch: a text file (one prompt a line) or JSONL ({\"id\", \"prompt\"} or {\"messages\": [...]})."),
-    conditions: Optional[str] = typer.Option(None, "--conditions", "-c", help="Comma-separated conditions, or 'all' [default: base,aligned,hinted]."),
+    conditions: Optional[str] = typer.Option(None, "--conditions", "-c", help="Comma-separated conditions, or 'all' (default: base,aligned,hinted)."),
     pool: Optional[Path] = typer.Option(None, "--pool", help="JSONL of {\"prompt\", \"answer\"} pairs for icl-random / icl-knn."),
     hint: Optional[str] = typer.Option(None, "--hint", help="Your own hint instead of the aligned model's summary."),
     session: Optional[str] = SessionOpt,
     models: str = ModelsOpt,
-    samples: Optional[int] = typer.Option(None, "--samples", "-n", min=1, max=50, help="Samples per condition [default: 1 for one prompt, 5 for --prompts]."),
+    samples: Optional[int] = typer.Option(None, "--samples", "-n", min=1, max=50, help="Samples per condition (default: 1 for one prompt, 5 for --prompts)."),
     max_new_tokens: int = MaxTokOpt,
     seed: int = SeedOpt,
     temperature: float = TempOpt,
@@ -132,6 +144,10 @@ def run(
         fail("give either a PROMPT or --prompts FILE", 2)
     if prompt is not None and not prompt.strip():
         fail("the prompt is empty; give a question or instruction", 2)
+    if hint is not None and not hint.strip():
+        fail("the hint is empty; leave --hint out to let the aligned model write it", 2)
+    if hint is not None and prompts is not None:
+        fail("--hint goes with a single PROMPT; a batch takes each prompt's hint from the aligned model", 2)
     try:
         chosen = parse_conditions(conditions)
         lines = read_prompts(prompts) if prompts is not None else None
@@ -141,6 +157,7 @@ def run(
     n = samples or (5 if lines is not None else 1)
     settings = _settings(n, max_new_tokens, seed, temperature, repetition_penalty)
     trio = _trio(models)
+    _check_models(trio)
     store = _open_session(session, sessions_dir)
     from tui.headless import run_batch, run_prompt
 

@@ -89,10 +89,12 @@ class _Printer:
 def _run_interruptible(work, console: Console, name: str) -> dict:
     """Run ``work(cancel, outcome)`` in a thread so Ctrl-C cancels it cleanly.
 
-    Generation stops at the next token and the partial answer is stored as cancelled;
-    an exception in the work is raised again here, in the main thread.
+    Generation stops at the next token and the partial answer is stored as cancelled before
+    this returns (the caller closes the session afterwards). An exception in the work is
+    raised again here, in the main thread.
     """
     cancel = threading.Event()
+    done = threading.Event()  # not Thread.join: a join interrupted by Ctrl-C can report a live thread as dead
     outcome: dict = {}
 
     def target():
@@ -100,16 +102,17 @@ def _run_interruptible(work, console: Console, name: str) -> dict:
             work(cancel, outcome)
         except BaseException as exc:  # reported by the main thread
             outcome["error"] = exc
+        finally:
+            done.set()
 
-    thread = threading.Thread(target=target, name=name, daemon=True)
-    thread.start()
-    try:
-        while thread.is_alive():
-            thread.join(0.2)
-    except KeyboardInterrupt:
-        cancel.set()
-        console.print(Text("\ninterrupted: keeping the partial answer…", style="yellow"))
-        thread.join()
+    threading.Thread(target=target, name=name, daemon=True).start()
+    while not done.is_set():
+        try:
+            done.wait(0.2)
+        except KeyboardInterrupt:
+            if not cancel.is_set():
+                cancel.set()
+                console.print(Text("\ninterrupted: keeping the partial answer…", style="yellow"))
     if "error" in outcome:
         raise outcome["error"]
     return outcome
@@ -124,6 +127,8 @@ def run_prompt(console: Console, trio, session, settings, prompt: str, hint: str
     if not trio.same_family:
         console.print(Text(f"note: base ({trio.base.family}) and aligned ({trio.aligned.family}) models come "
                            "from different families; differences mix alignment with model family.", style="yellow"))
+    console.print(Text("prompt: ", style="bold") + Text(printable(prompt.strip())))
+
     def work(cancel, outcome):
         bench.load()
         prompt_id = bench.add_prompt(prompt)

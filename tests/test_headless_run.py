@@ -1,0 +1,96 @@
+"""`overton run` as a user drives it: Ctrl-C keeps the partial answer, resume is exact."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from engine.session import Session
+from tui.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _models(trio) -> str:
+    return f"base={trio.base.ref},aligned={trio.aligned.ref}"
+
+
+def test_ctrl_c_keeps_partial_answer_and_exits_cleanly(tiny_trio, tmp_path):
+    env = {**os.environ, "OVERTON_SESSIONS_DIR": str(tmp_path), "COLUMNS": "100"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", "run", "Tell me everything.", "--models", _models(tiny_trio),
+         "--session", "int", "--max-new-tokens", "4000", "--temperature", "1.0"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    seen = ""
+    deadline = time.monotonic() + 120
+    while "sample 1/1" not in seen and time.monotonic() < deadline:  # base has started streaming
+        seen += proc.stdout.read(1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    out = seen + out
+    assert proc.returncode == 130, out[-2000:]
+    assert "Traceback" not in out and "terminate called" not in out
+    assert "interrupted: keeping the partial answer" in out
+    with Session.open(tmp_path / "int.db", create=False) as s:
+        rows = s.generations()
+        assert [(r["condition"], r["finish_reason"]) for r in rows] == [("base", "cancelled")]
+        assert 0 < rows[0]["completion_tokens"] < 4000
+
+
+def test_batch_resume_only_reuses_the_same_recipe(tiny_trio, tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("First question?\nSecond question?\n", encoding="utf-8")
+    base = ["run", "--prompts", str(prompts), "--models", _models(tiny_trio), "--sessions-dir", str(tmp_path),
+            "--session", "b", "--conditions", "base", "--max-new-tokens", "4"]
+    runner = CliRunner()
+    r = runner.invoke(app, base + ["--samples", "2"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, base + ["--samples", "3"])  # resume: only sample 2 is new
+    assert r.exit_code == 0, r.output
+    with Session.open(tmp_path / "b.db", create=False) as s:
+        assert sorted(r["sample_index"] for r in s.generations()) == [0, 0, 1, 1, 2, 2]
+    r = runner.invoke(app, base + ["--samples", "3", "--temperature", "0"])  # other settings: a new batch
+    assert r.exit_code == 0, r.output
+    with Session.open(tmp_path / "b.db", create=False) as s:
+        rows = s.generations()
+        assert len(rows) == 12
+        newest = s.latest_batches()
+        assert len(newest) == 2
+        for batch in newest.values():
+            assert sorted(batch) == [0, 1, 2]
+            assert all(json.loads(row["settings_json"])["temperature"] == 0.0 for row in batch.values())
+
+
+def test_batch_refuses_an_edited_prompt_with_a_known_id(tiny_trio, tmp_path):
+    f = tmp_path / "p.jsonl"
+    args = ["run", "--prompts", str(f), "--models", _models(tiny_trio), "--sessions-dir", str(tmp_path),
+            "--session", "c", "--conditions", "base", "--samples", "1", "--max-new-tokens", "3"]
+    f.write_text('{"id": "q1", "prompt": "What is love?"}\n', encoding="utf-8")
+    assert CliRunner().invoke(app, args).exit_code == 0
+    f.write_text('{"id": "q1", "prompt": "What is hate?"}\n', encoding="utf-8")
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 1
+    assert "prompt id 'q1' is already in this session with different text" in r.output
+
+
+def test_bad_model_path_fails_before_a_session_file_exists(tmp_path):
+    r = CliRunner().invoke(app, ["run", "hi", "--models", "base=/nonexistent/model", "--sessions-dir", str(tmp_path)])
+    assert r.exit_code == 2
+    assert "no model folder at /nonexistent/model" in r.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_hint_needs_a_single_prompt_and_text(tmp_path):
+    f = tmp_path / "p.txt"
+    f.write_text("Q?\n", encoding="utf-8")
+    r = CliRunner().invoke(app, ["run", "--prompts", str(f), "--hint", "x", "--sessions-dir", str(tmp_path)])
+    assert r.exit_code == 2 and "--hint goes with a single PROMPT" in r.output
+    r = CliRunner().invoke(app, ["run", "Q?", "--hint", "  ", "--sessions-dir", str(tmp_path)])
+    assert r.exit_code == 2 and "the hint is empty" in r.output
