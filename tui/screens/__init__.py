@@ -1,0 +1,105 @@
+"""The app's other screens: sessions and history (with search), statistics with terminal plots,
+and the export dialog; and ``ScreenActions``, the app's side of them (a mixin).
+
+Keys on the main screen (``SCREEN_BINDINGS``): ctrl+o sessions and history, ctrl+f search
+(the same screen, the search box focused), ctrl+s statistics (``e`` there exports).
+
+Switching sessions (``switch_session``) keeps the models, settings and panes: the new session
+file is opened (created for a new session), the workbench and the annotations are pointed at
+it, the old file is closed, and the main screen is cleared of the old prompt.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.binding import Binding
+
+from engine.sanitize import printable
+from engine.session import Session, SessionError
+
+SCREEN_BINDINGS = [
+    Binding("ctrl+o", "open_sessions", "Sessions"),
+    Binding("ctrl+f", "open_search", "Search"),
+    Binding("ctrl+s", "open_stats", "Stats/export"),
+]
+SCREEN_ACTIONS = ("open_sessions", "open_search", "open_stats")
+
+
+class ScreenActions:
+    """Opening the screens, switching sessions and showing a stored answer (a mixin for the app).
+
+    Uses the host's ``session``, ``workbench``, ``busy``, ``prompt_id``, ``panes``,
+    ``active_pane``, ``set_status``, ``show_error``, ``open_prompt``, ``show_condition`` and,
+    when present, ``setup_annotations`` / ``annotator`` and ``clear_prompt``."""
+
+    sessions_dir: Path
+
+    def action_open_sessions(self) -> None:
+        from tui.screens.sessions import SessionsScreen
+
+        self.push_screen(SessionsScreen())
+
+    def action_open_search(self) -> None:
+        from tui.screens.sessions import SessionsScreen
+
+        self.push_screen(SessionsScreen(search_first=True))
+
+    def action_open_stats(self) -> None:
+        from tui.screens.stats import StatsScreen
+
+        self.push_screen(StatsScreen())
+
+    def switch_session(self, path: Path, create: bool = False) -> bool:
+        """Continue (or, with ``create``, start) the session at ``path``; False with the reason
+        in the status line when that cannot be done now."""
+        if self.busy:
+            self.set_status("a generation is running: wait for it or cancel it (escape) before switching "
+                            "sessions", "yellow")
+            return False
+        path = Path(path)
+        old = self.session
+        try:
+            same = path.resolve() == Path(old.path).resolve()
+        except OSError:
+            same = False
+        if same:
+            self.set_status(f"session {printable(path.name)} is the current one")
+            return True
+        existed = path.exists()
+        try:
+            new = Session.open(path, create=create)
+        except SessionError as exc:
+            self.show_error(str(exc), "SessionError")
+            return False
+        self.session = new
+        self.workbench.session = new
+        if hasattr(self, "setup_annotations"):
+            self.setup_annotations(getattr(self, "annotator", None))
+        self.clear_prompt()
+        self.title = f"overton — {printable(path.name)}"
+        try:
+            old.close()
+        except Exception:  # noqa: BLE001 - closing never stops the switch
+            pass
+        n = len(new.prompts())
+        what = "new session" if not existed else "continuing session"
+        self.set_status(f"{what} {printable(path.name)} ({n} prompt{'s' if n != 1 else ''}) — "
+                        "ctrl+o lists its prompts", "green")
+        return True
+
+    def show_answer(self, condition: str, sample_index: int | None, generation_id: str | None = None) -> None:
+        """After ``open_prompt``: show ``condition``'s sample in a pane (the first pane showing
+        the condition, else the active pane switched to it) and focus that pane."""
+        panes = [p for p in self.panes if p.condition == condition]
+        pane = panes[0] if panes else self.active_pane
+        if not panes:
+            self.show_condition(pane, condition)
+        stored_ids = {getattr(s, "generation_id", None) for s in pane.samples.values()}
+        if sample_index is not None and sample_index in pane.samples:
+            pane.view = sample_index
+            pane.redraw(to_top=True)
+        pane.focus()
+        if generation_id is not None and stored_ids != {None} and generation_id not in stored_ids:
+            self.set_status(f"that {condition} answer is from an earlier batch; the pane shows the newest "
+                            "(export with --all lists every batch)", "yellow")
