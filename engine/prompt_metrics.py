@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from statistics import mean
+from typing import Sequence
 
 from engine import metrics as m
 from engine.conditions import REFERENCE
@@ -25,12 +26,25 @@ class ConditionFigures:
     flags: dict = field(default_factory=dict)  # share of samples with each quality flag
 
 
+@dataclass(frozen=True)
+class Aggregation:
+    """Information aggregation of one condition's samples for one prompt (BRIEF.md, claim 1b):
+    the mean over samples of the share of a sample's word bag found in aligned sample 0, in one
+    other sample of the same condition (mean over the others), and in the union of the others."""
+
+    in_reference: float | None
+    in_one_other: float | None
+    in_union_others: float | None
+
+
 @dataclass
 class PromptMetrics:
     conditions: list[str]
     figures: dict[str, ConditionFigures]
     jaccard_s0: dict[tuple[str, str], float | None]  # sample 0 against sample 0
     cosine_s0: dict[tuple[str, str], float | None]
+    # every condition but the reference, with >= 2 samples
+    aggregation: dict[str, Aggregation] = field(default_factory=dict)
 
     def rows(self) -> list[dict]:
         """Rows for the session's metrics table."""
@@ -40,6 +54,9 @@ class PromptMetrics:
                 out.append({"name": name, "condition": f.condition, "value": getattr(f, name)})
             for flag, share in f.flags.items():
                 out.append({"name": f"flag_{flag}", "condition": f.condition, "value": share})
+        for c, agg in self.aggregation.items():
+            for name in ("in_reference", "in_one_other", "in_union_others"):
+                out.append({"name": f"info_{name}", "condition": c, "value": getattr(agg, name)})
         for matrix, name in ((self.jaccard_s0, "jaccard_s0"), (self.cosine_s0, "cosine_s0")):
             for (a, b), value in matrix.items():
                 out.append({"name": name, "condition": a, "other_condition": b, "value": value})
@@ -49,6 +66,30 @@ class PromptMetrics:
 def _mean(values) -> float | None:
     values = [v for v in values if v is not None]
     return mean(values) if values else None
+
+
+def aggregation(samples: Sequence[str], reference_text: str | None) -> Aggregation | None:
+    """Information aggregation of one prompt's samples of a condition (None with < 2 samples).
+
+    For each sample with a non-empty word bag: the share of its bag found in ``reference_text``
+    (aligned sample 0; None without one), in each other sample (mean over them), and in the
+    union of the other samples; each figure is the mean over those samples. Empty bags are
+    skipped, as coverage skips them (the same rule as ``overton stats``).
+    """
+    if len(samples) < 2:
+        return None
+    bags = [m.word_bag(t) for t in samples]
+    ref_bag = m.word_bag(reference_text) if reference_text is not None else None
+    in_ref, in_one, in_union = [], [], []
+    for i, bag in enumerate(bags):
+        if not bag:
+            continue
+        others = [o for j, o in enumerate(bags) if j != i]
+        if ref_bag is not None:
+            in_ref.append(m.coverage(bag, ref_bag))
+        in_one.append(_mean(m.coverage(bag, o) for o in others))
+        in_union.append(m.coverage(bag, frozenset().union(*others)))
+    return Aggregation(_mean(in_ref), _mean(in_one), _mean(in_union))
 
 
 def compute(samples: dict[str, list[str]], vectors: dict | None = None) -> PromptMetrics:
@@ -83,4 +124,5 @@ def compute(samples: dict[str, list[str]], vectors: dict | None = None) -> Promp
             flags={k: mean(1.0 if f[k] else 0.0 for f in flags) for k in ("abstain", "numbered_list", "bullet_list")},
         )
     jac = {(a, b): m.jaccard(samples[a][0], samples[b][0]) for a in conditions for b in conditions}
-    return PromptMetrics(conditions, figures, jac, cos)
+    agg = {c: aggregation(samples[c], ref) for c in conditions if c != REFERENCE and len(samples[c]) > 1}
+    return PromptMetrics(conditions, figures, jac, cos, agg)

@@ -143,7 +143,7 @@ async def test_prompt_fills_panes_metrics_and_session(tiny_trio, session):
             assert float(cos) == pytest.approx(stored[("embedding", cond, None)], abs=5e-4)
         matrix = app.query_one("#metrics").matrix()
         assert set(matrix) == {"base", "aligned", "hinted"}
-        j, c = matrix["base"][2].split(" / ")  # columns: s0, base, aligned, hinted
+        j, c = matrix["base"][2].split("/")  # columns: s0, base, aligned, hinted
         assert float(c) == pytest.approx(stored[("cosine_s0", "base", "aligned")], abs=5e-3)
         if stored[("jaccard_s0", "base", "aligned")] is not None:
             assert float(j) == pytest.approx(stored[("jaccard_s0", "base", "aligned")], abs=5e-3)
@@ -321,3 +321,187 @@ async def test_model_errors_are_shown_and_the_app_stays_usable(tiny_trio, sessio
         await submit(pilot, "")
         await pilot.pause(0.1)
         assert "empty" in app.status_text
+
+
+# -- switchable panes, N samples, stepping, metrics of every condition -------------------------
+
+def latest_texts(session, pid) -> dict[str, list[str]]:
+    """Each condition's newest batch, straight from the session rows (cancelled left out)."""
+    return {cond: [r["text"] for r in batch.values()]
+            for (_, cond), batch in session.latest_batches(pid).items()}
+
+
+def title(pane) -> str:
+    return pane.title_widget.render().plain
+
+
+async def test_pane_switches_to_icl_and_ctrl_g_generates_it(tiny_trio, session):
+    app = OvertonApp(tiny_trio, session, GenerationSettings(max_new_tokens=8))
+    async with app.run_test(size=SIZE) as pilot:
+        pid = await run_prompt(pilot, "How are you?")
+        assert [p.condition for p in app.panes] == ["base", "aligned", "hinted"]
+        await pilot.press("ctrl+o")  # focus the active pane, pane 1 (base)
+        pane = app.panes[0]
+        assert app.focused is pane and app.active_pane is pane
+        await pilot.press("ctrl+n", "ctrl+n")  # base -> aligned -> icl
+        assert pane.condition == "icl" and app.panes[1].condition == "aligned"
+        assert "ICL (URIAL, 3 fixed examples)" in title(pane) and "tiny-base" in title(pane)
+        assert "1: icl" in str(pane.border_title)
+        assert "not generated yet" in title(pane) and "ctrl+g" in app.status_text
+        assert pane.visible_text == ""
+        assert "icl" not in by_condition(session.generations(pid))
+
+        ended = app.jobs_ended
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: app.jobs_ended > ended and not app.busy, what="the icl generation")
+        await pilot.pause(0.1)
+        rows = by_condition(session.generations(pid))
+        assert len(rows["icl"]) == 1 and len(rows["base"]) == 1  # only the pane's condition ran
+        icl = rows["icl"][0]
+        assert "# Query:" in icl["prompt_text"]  # the fixed in-context examples
+        assert pane.visible_text == printable(icl["text"])
+        assert "sample 1/1" in title(pane) and icl["finish_reason"] in title(pane)
+        assert app.last_error is None, app.status_text
+        # The metrics panel has every condition of the prompt, not only the panes' ones.
+        assert set(app.query_one("#metrics").rows()) == {"base", "aligned", "hinted", "icl"}
+        assert set(app.query_one("#metrics").matrix()) == {"base", "aligned", "hinted", "icl"}
+        # Back to base: its stored answer is shown again; ctrl+p cycles backwards through all.
+        await pilot.press("ctrl+p", "ctrl+p")
+        assert pane.condition == "base" and pane.visible_text == printable(rows["base"][0]["text"])
+        await pilot.press("ctrl+p")
+        assert pane.condition == "hinted-cot"  # wraps around the list of conditions
+        assert "hinted-cot" in app.query_one("#settings").render().plain
+
+
+async def test_n_samples_set_in_the_app_stepping_and_metrics(tiny_trio, session):
+    from engine import metrics as m
+
+    settings = GenerationSettings(max_new_tokens=10, temperature=1.0)
+    held, gate = threading.Event(), threading.Event()
+
+    def hold_first_sample(event):  # runs in the worker: holds the run until the test lets it go
+        if isinstance(event, ev.GenerationStarted) and not gate.is_set():
+            held.set()
+            gate.wait(30)
+
+    app = OvertonApp(tiny_trio, session, settings, workbench=Workbench(tiny_trio, session, settings,
+                                                                       emit=hold_first_sample))
+    async with app.run_test(size=SIZE) as pilot:
+        assert "samples: 1" in app.query_one("#settings").render().plain
+        await pilot.press("ctrl+up")
+        assert app.workbench.settings.samples == 2
+        assert "samples: 2" in app.query_one("#settings").render().plain
+        ended = app.jobs_ended
+        await submit(pilot, "Name three renewable energy sources.")
+        # N changed while a generation runs applies to the next run, never to this one.
+        await wait_for(pilot, held.is_set, what="the first sample to start")
+        assert app.busy
+        await pilot.press("ctrl+up")
+        assert app.workbench.settings.samples == 2 and app.samples_next == 3
+        assert "→ 3 from the next run" in app.query_one("#settings").render().plain
+        gate.set()
+        await wait_for(pilot, lambda: app.jobs_ended > ended and not app.busy, what="the run")
+        await pilot.pause(0.1)
+        pid = app.prompt_id
+        rows = by_condition(session.generations(pid))
+        assert {c: len(rows[c]) for c in ("base", "aligned", "hinted")} == {"base": 2, "aligned": 2, "hinted": 2}
+        assert app.workbench.settings.samples == 3 and "samples: 3" in app.query_one("#settings").render().plain
+
+        # Stepping: the pane shows one sample at a time, "sample i/N" in its title.
+        aligned = app.pane("aligned")
+        texts = {r["sample_index"]: r["text"] for r in rows["aligned"]}
+        assert aligned.visible_text == printable(texts[1])  # it followed the generation
+        assert "sample 2/2" in title(aligned)
+        await pilot.press("ctrl+o", "ctrl+o")  # the active pane (1), then the next one
+        assert app.focused is aligned and app.active_pane is aligned
+        await pilot.press("left")
+        assert aligned.visible_text == printable(texts[0]) and "sample 1/2" in title(aligned)
+        await pilot.press("left")  # already at the first: stays
+        assert aligned.current == 0
+        await pilot.press("ctrl+l", "alt+right")  # from the prompt box: alt+→ steps the active pane
+        assert app.focused is app.query_one("#prompt") and aligned.current == 1
+        assert aligned.visible_text == printable(texts[1]) and "sample 2/2" in title(aligned)
+        row1 = next(r for r in rows["aligned"] if r["sample_index"] == 1)
+        assert row1["finish_reason"] in title(aligned) and f"{m.word_count(row1['text'])} word" in title(aligned)
+
+        # Metrics: diversity and information aggregation as engine.metrics gives them from the rows.
+        stored = latest_texts(session, pid)
+        panel = app.query_one("#metrics")
+        table, agg = panel.rows(), panel.aggregation()
+        ref = stored["aligned"][0]
+        for cond in ("base", "aligned", "hinted"):
+            assert table[cond][1] == "2"
+            want = m.mean_pairwise_jaccard(stored[cond])
+            assert table[cond][6] == ("—" if want is None else f"{want:.3f}")
+        assert table["aligned"][0] == "aligned (ceiling)"
+        assert table["aligned"][3] == f"{m.jaccard(stored['aligned'][1], ref):.3f}"
+        assert set(agg) == {"base", "hinted"}  # every condition but the reference
+        for cond in ("base", "hinted"):
+            bags = [m.word_bag(t) for t in stored[cond]]
+            ref_bag = m.word_bag(ref)
+            shares = [[], [], []]
+            for i, bag in enumerate(bags):
+                if not bag:
+                    continue
+                others = [o for j, o in enumerate(bags) if j != i]
+                shares[0].append(len(bag & ref_bag) / len(bag))
+                shares[1].append(sum(len(bag & o) / len(bag) for o in others) / len(others))
+                shares[2].append(len(bag & frozenset().union(*others)) / len(bag))
+            want = [f"{sum(s) / len(s):.3f}" if s else "—" for s in shares]
+            assert agg[cond][1:] == want, cond
+        # ... and they are stored in the session's metrics too.
+        names = {(r["name"], r["condition"]) for r in session.metrics(pid)}
+        assert ("info_in_union_others", "base") in names
+
+        # N = 3 now: ctrl+g on a pane generates three samples of its condition.
+        app.panes[0].focus()  # as a click would
+        await pilot.press("ctrl+n", "ctrl+n")  # pane 1: base -> aligned -> icl
+        ended = app.jobs_ended
+        await pilot.press("ctrl+g")
+        await pilot.pause(0.05)
+        await wait_for(pilot, lambda: app.jobs_ended > ended and not app.busy, what="icl x3")
+        await pilot.pause(0.1)
+        icl = sorted(session.generations(pid, "icl"), key=lambda r: r["sample_index"])
+        assert [r["sample_index"] for r in icl] == [0, 1, 2]
+        pane = app.panes[0]
+        assert "sample 3/3" in title(pane) and pane.visible_text == printable(icl[2]["text"])
+        await pilot.press("alt+left", "alt+left")
+        assert pane.visible_text == printable(icl[0]["text"])
+        assert panel.rows()["icl"][1] == "3" and "icl" in panel.aggregation()
+
+
+async def test_pool_conditions_without_a_pool_report_it_and_the_app_goes_on(tiny_trio, session):
+    app = OvertonApp(tiny_trio, session, GenerationSettings(max_new_tokens=6))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+o", "ctrl+o", "ctrl+o")  # to pane 3
+        assert app.active_pane is app.panes[2]
+        await pilot.press("ctrl+p", "ctrl+p")  # hinted -> icl-knn -> icl-random
+        assert app.panes[2].condition == "icl-random"
+        pid = await run_prompt(pilot, "First prompt: the session has no pool yet.")
+        # The other panes' conditions ran; icl-random says why it could not.
+        rows = by_condition(session.generations(pid))
+        assert sorted(rows) == ["aligned", "base"]
+        assert "NoPool" in app.status_text and "aligned answer" in app.status_text
+        assert "NoPool" in title(app.panes[2]) and app.panes[2].visible_text == ""
+        assert not app.busy
+
+        # Still usable: a second prompt has a pool (the first one's aligned answer).
+        pid2 = await run_prompt(pilot, "Second prompt.")
+        assert "icl-random" in by_condition(session.generations(pid2))
+        assert app.last_error is None, app.status_text
+        row = session.generations(pid2, "icl-random")[0]
+        assert "First prompt" in row["prompt_text"]  # the example drawn from the pool
+        assert app.panes[2].visible_text == printable(row["text"])
+
+        # Opening the first prompt again shows its stored samples in the panes.
+        app.open_prompt(pid)
+        await pilot.pause(0.05)
+        first = by_condition(session.generations(pid))
+        assert app.pane("base").visible_text == printable(first["base"][0]["text"])
+        assert "not generated yet" in title(app.panes[2])
+        assert set(app.query_one("#metrics").rows()) == {"base", "aligned"}
+        # ... and any stored answer can be brought up by its row (as a history browser would).
+        gid = first["aligned"][0]["id"]
+        assert app.show_answer("aligned", 0, gid)
+        assert app.pane("aligned").samples[0].generation_id == gid
+        assert not app.show_answer("aligned", 5)

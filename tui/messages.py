@@ -91,3 +91,15 @@ class JobEnded(Message):
         super().__init__()
         self.job = job
         self.prompt_id = prompt_id
+
+
+class ConditionFailed(Message):
+    """One condition could not be generated (e.g. ``engine.workbench.NoPool``); the run went on
+    with the other conditions."""
+
+    def __init__(self, prompt_id: str, condition: str, kind: str, text: str) -> None:
+        super().__init__()
+        self.prompt_id = prompt_id
+        self.condition = condition
+        self.kind = kind
+        self.text = text
