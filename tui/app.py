@@ -763,6 +763,10 @@ class OvertonApp(App):
         if self._cancel.is_set() and self.last_error is None:
             self.set_status("cancelled — the partial answer is saved with finish reason 'cancelled'", "yellow")
         for cond, st in self.states.items():
+            if st.samples and st.expected != len(st.samples):
+                # N counts the batch as made (a cancel, or the one aligned sample a hint needs).
+                st.expected = len(st.samples)
+                self._redraw(cond)
             if st.note.startswith(("waiting", "regenerating", "generating", "hint ready")) and not st.samples:
                 st.note = "not generated (cancelled) — press ctrl+g" if self._cancel.is_set() else "not generated"
                 self._redraw(cond)
