@@ -42,6 +42,7 @@ from statistics import mean
 from typing import Iterable
 
 from engine import metrics as m
+from engine.prompt_metrics import aggregation
 from engine.conditions import CONDITIONS, REFERENCE
 from engine.session import Session
 
@@ -285,22 +286,8 @@ def _condition_stats(cond, prompts, refs, ref_name, base_name, vectors, model_id
 
 
 def _aggregation(prompts: list[tuple[list[str], str]]) -> tuple[float | None, float | None, float | None]:
-    """Means over prompts (with >= 2 samples) of the per-sample shares; see module docstring."""
-    in_ref, in_one, in_union = [], [], []
-    for samples, ref in prompts:
-        if len(samples) < 2:
-            continue
-        bags = [m.word_bag(t) for t in samples]
-        ref_bag = m.word_bag(ref)
-        a, b, c = [], [], []
-        for i, bag in enumerate(bags):
-            if not bag:
-                continue  # an empty bag has no share of anything: skipped, as coverage does
-            others = [o for j, o in enumerate(bags) if j != i]
-            a.append(m.coverage(bag, ref_bag))
-            b.append(_mean(m.coverage(bag, o) for o in others))
-            c.append(m.coverage(bag, frozenset().union(*others)))
-        in_ref.append(_mean(a))
-        in_one.append(_mean(b))
-        in_union.append(_mean(c))
-    return _mean(in_ref), _mean(in_one), _mean(in_union)
+    """Means over prompts (with >= 2 samples) of the per-prompt figures of
+    ``prompt_metrics.aggregation`` (the same rule the app shows for one prompt)."""
+    per_prompt = [a for a in (aggregation(samples, ref) for samples, ref in prompts) if a is not None]
+    return tuple(_mean(getattr(a, f) for a in per_prompt)  # type: ignore[return-value]
+                 for f in ("in_reference", "in_one_other", "in_union_others"))
