@@ -370,7 +370,7 @@ class AnnotationActions:
             raise AnnotationError(f"annotations are off: {self._annotation_error}")
         pane = self.focused if isinstance(self.focused, AnswerPane) else self.active_pane
         if self.prompt_id is None:
-            raise AnnotationError("no prompt yet: type one and press enter, or open one with ctrl+o")
+            raise AnnotationError("no prompt yet: type one and press enter, or open one with ctrl+s")
         index = pane.current
         if index is None:
             raise AnnotationError(f"pane {pane.slot + 1} ({pane.condition}) has no answer to annotate")
@@ -470,7 +470,7 @@ class AnnotationActions:
         if self.annotations is None or self.prompt_id is None:
             self._annotation_failed(AnnotationError(
                 f"annotations are off: {self._annotation_error}" if self.annotations is None
-                else "no prompt yet: type one and press enter, or open one with ctrl+o"))
+                else "no prompt yet: type one and press enter, or open one with ctrl+s"))
             return
         prompt_id = self.prompt_id
         try:
@@ -532,7 +532,7 @@ class AnnotationActions:
 
     def badge_for(self, condition: str, index: int | None, sample=None) -> Text:
         """The badge of the answer a pane shows (from the cache ``refresh_annotations`` fills)."""
-        if self.annotations is None or self.prompt_id is None:
+        if self.annotations is None or self.prompt_id is None or sample is None:
             return Text()
         if self._badge_prompt != self.prompt_id:
             self._badge_prompt = self.prompt_id  # refreshed lazily after a prompt switch

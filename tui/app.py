@@ -3,13 +3,16 @@ any condition of the method and stepping through its samples), the editable hint
 every condition of the prompt, a settings line and a status line.
 
 Keys (all shown in the footer; none is a bare letter, so typing in the prompt or hint is never
-taken): ctrl+n / ctrl+p switch the active pane to the next / previous condition, ctrl+g
+taken, except the annotation keys, which act only while an answer pane has focus): ctrl+n / ctrl+p switch the active pane to the next / previous condition, ctrl+g
 generates the active pane's condition, alt+← / alt+→ step through its samples (← → when the
 pane has focus), ctrl+o focuses the active pane and then the next one (the active pane is the
 focused one, or the last focused; tab and a click focus panes too), ctrl+↑ / ctrl+↓ set N,
 the samples per condition of the next run (deferred while a generation runs); enter in the
 prompt box generates the conditions the panes show; ctrl+r regenerates the hinted condition
-with the (edited) hint; escape cancels.
+with the (edited) hint; escape cancels. Annotation (``tui.annotate``), with a pane focused:
+1..5 rate the answer shown (0 removes the rating), l labels, n note, p the prompt's best pane;
+ctrl+z undoes the last annotation change. Other screens (``tui.screens``): ctrl+s sessions and
+history, ctrl+f search, f2 statistics and export.
 
 The samples of each condition of the current prompt are kept in a ``ConditionState`` (filled
 from engine events, or from the session when a pane switches to a condition generated earlier);
@@ -47,7 +50,9 @@ from engine.sanitize import printable
 from engine.settings import GenerationSettings
 from engine.workbench import NoPool, Workbench
 from tui import messages as msg
+from tui.annotate import ANNOTATION_BINDINGS, RATING_ACTIONS, AnnotationActions
 from tui.panes import AnswerPane, ConditionState, MetricsPanel, condition_label, safe_text
+from tui.screens import SCREEN_BINDINGS, ScreenActions
 
 HINT_LABEL = "Hint (summary of aligned sample 0) — edit and press ctrl+r to regenerate the hinted pane"
 FLUSH_INTERVAL = 0.05  # seconds between redraws of streamed text
@@ -60,7 +65,7 @@ class _Stopped(Exception):
     """The worker was cancelled (escape or quit) while it waited for the models."""
 
 
-class OvertonApp(App):
+class OvertonApp(AnnotationActions, ScreenActions, App):
     """Prompt in, answers of any condition out, with a hint you can edit and metrics per prompt."""
 
     CSS_PATH = Path(__file__).with_name("app.tcss")
@@ -88,6 +93,8 @@ class OvertonApp(App):
         Binding("ctrl+r", "regenerate_hinted", "Regenerate hinted"),
         Binding("ctrl+l", "focus_prompt", "Prompt"),
         Binding("ctrl+t", "focus_hint", "Edit hint"),
+        *SCREEN_BINDINGS,
+        *ANNOTATION_BINDINGS,
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
@@ -97,7 +104,11 @@ class OvertonApp(App):
         session,
         settings: GenerationSettings,
         workbench: Workbench | None = None,
+        annotator: str | None = None,
+        sessions_dir: Path | None = None,
     ) -> None:
+        """``annotator``: the name stored with annotations (default: the login name);
+        ``sessions_dir``: the folder the sessions screen lists (default: the session's folder)."""
         super().__init__()
         self.trio = trio
         self.session = session
@@ -132,6 +143,9 @@ class OvertonApp(App):
         self._load_error: BaseException | None = None
         self._run_started = 0.0
         self.jobs_ended = 0  # generation workers that have returned (tests wait on this)
+        self.annotator = annotator
+        self.sessions_dir = Path(sessions_dir) if sessions_dir is not None else Path(session.path).parent
+        self.setup_annotations(annotator)
 
         path = Path(getattr(session, "path", "") or "")
         self.title = f"overton — {printable(path.name) if path.name else 'session'}"
@@ -301,6 +315,10 @@ class OvertonApp(App):
             self._draw_status()
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action != "quit" and len(self.screen_stack) > 1:
+            return False  # another screen or a dialog is on top: main-screen keys are off
+        if action in RATING_ACTIONS or action == "undo_annotation":
+            return self.annotation_allowed(action)
         if action == "cancel":
             return self.busy  # hidden (and escape passes on) when nothing runs
         if action in ("regenerate_hinted", "generate_pane"):
@@ -493,6 +511,22 @@ class OvertonApp(App):
         self._draw_settings()
         self.set_status(f"prompt {printable(row.get('external_id') or prompt_id)}: "
                         f"{', '.join(samples) or 'nothing generated yet'}")
+        self.refresh_annotations()
+
+    def clear_prompt(self) -> None:
+        """No current prompt (after switching sessions): empty panes, hint, metrics and prompt box."""
+        self.prompt_id = None
+        self.hint_text = None
+        self._sync_prompt()
+        for st in self.states.values():
+            st.note = NO_PROMPT
+        for pane in self.panes:
+            pane.redraw(to_top=True)
+        self.query_one("#prompt", Input).value = ""
+        self.query_one("#hint", TextArea).load_text("")
+        self.query_one("#hint-label", Label).update(Text(HINT_LABEL))
+        self.query_one(MetricsPanel).clear()
+        self._draw_settings()
 
     def show_answer(self, condition: str, sample_index: int, generation_id: str | None = None) -> bool:
         """Show one stored answer of the current prompt: in a pane already showing its condition,
@@ -780,6 +814,10 @@ def _elapsed(seconds: float) -> str:
     return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def run_app(trio: Trio, session, settings: GenerationSettings) -> None:
-    """Run the app in this terminal until the user quits."""
-    OvertonApp(trio, session, settings).run()
+def run_app(trio: Trio, session, settings: GenerationSettings, annotator: str | None = None,
+            sessions_dir: Path | None = None):
+    """Run the app in this terminal until the user quits; returns the session open at the end
+    (another one when the user switched sessions: the caller closes it)."""
+    app = OvertonApp(trio, session, settings, annotator=annotator, sessions_dir=sessions_dir)
+    app.run()
+    return app.session

@@ -283,7 +283,19 @@ class AnswerPane(Vertical, can_focus=True):
                 title.append(f" (generating sample {gen + 1})", style="italic dim")
         elif self.state.note:
             title.append(printable(self.state.note), style="dim italic")
+        badge = self._badge(index, state)
+        if badge.plain:
+            title.append("\n")
+            title.append_text(badge)
         return title
+
+    def _badge(self, index: int | None, state: SampleState | None) -> Text:
+        """The annotations of the answer shown (the app's ``badge_for``; tui.annotate)."""
+        try:
+            badge_for = getattr(self.app, "badge_for", None)
+        except Exception:  # noqa: BLE001 - no app yet
+            return Text()
+        return badge_for(self.condition, index, state) if badge_for is not None else Text()
 
     def _body_text(self) -> Text:
         index = self.current

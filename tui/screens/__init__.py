@@ -1,8 +1,8 @@
 """The app's other screens: sessions and history (with search), statistics with terminal plots,
 and the export dialog; and ``ScreenActions``, the app's side of them (a mixin).
 
-Keys on the main screen (``SCREEN_BINDINGS``): ctrl+o sessions and history, ctrl+f search
-(the same screen, the search box focused), ctrl+s statistics (``e`` there exports).
+Keys on the main screen (``SCREEN_BINDINGS``): ctrl+s sessions and history, ctrl+f search
+(the same screen, the search box focused), f2 statistics (``e`` there exports).
 
 Switching sessions (``switch_session``) keeps the models, settings and panes: the new session
 file is opened (created for a new session), the workbench and the annotations are pointed at
@@ -19,9 +19,9 @@ from engine.sanitize import printable
 from engine.session import Session, SessionError
 
 SCREEN_BINDINGS = [
-    Binding("ctrl+o", "open_sessions", "Sessions"),
+    Binding("ctrl+s", "open_sessions", "Sessions"),
     Binding("ctrl+f", "open_search", "Search"),
-    Binding("ctrl+s", "open_stats", "Stats/export"),
+    Binding("f2", "open_stats", "Stats/export"),
 ]
 SCREEN_ACTIONS = ("open_sessions", "open_search", "open_stats")
 
@@ -29,9 +29,8 @@ SCREEN_ACTIONS = ("open_sessions", "open_search", "open_stats")
 class ScreenActions:
     """Opening the screens, switching sessions and showing a stored answer (a mixin for the app).
 
-    Uses the host's ``session``, ``workbench``, ``busy``, ``prompt_id``, ``panes``,
-    ``active_pane``, ``set_status``, ``show_error``, ``open_prompt``, ``show_condition`` and,
-    when present, ``setup_annotations`` / ``annotator`` and ``clear_prompt``."""
+    Uses the host's ``session``, ``workbench``, ``busy``, ``set_status``, ``show_error``,
+    ``clear_prompt`` and, when present, ``setup_annotations`` / ``annotator``."""
 
     sessions_dir: Path
 
@@ -85,21 +84,5 @@ class ScreenActions:
         n = len(new.prompts())
         what = "new session" if not existed else "continuing session"
         self.set_status(f"{what} {printable(path.name)} ({n} prompt{'s' if n != 1 else ''}) — "
-                        "ctrl+o lists its prompts", "green")
+                        "ctrl+s lists its prompts", "green")
         return True
-
-    def show_answer(self, condition: str, sample_index: int | None, generation_id: str | None = None) -> None:
-        """After ``open_prompt``: show ``condition``'s sample in a pane (the first pane showing
-        the condition, else the active pane switched to it) and focus that pane."""
-        panes = [p for p in self.panes if p.condition == condition]
-        pane = panes[0] if panes else self.active_pane
-        if not panes:
-            self.show_condition(pane, condition)
-        stored_ids = {getattr(s, "generation_id", None) for s in pane.samples.values()}
-        if sample_index is not None and sample_index in pane.samples:
-            pane.view = sample_index
-            pane.redraw(to_top=True)
-        pane.focus()
-        if generation_id is not None and stored_ids != {None} and generation_id not in stored_ids:
-            self.set_status(f"that {condition} answer is from an earlier batch; the pane shows the newest "
-                            "(export with --all lists every batch)", "yellow")

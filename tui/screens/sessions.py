@@ -15,7 +15,7 @@ older file; continuing it does). All reading runs in thread workers.
 
 The host app provides: ``session``, ``sessions_dir``, ``busy``, ``switch_session(path,
 create=False) -> bool``, ``open_prompt(prompt_id)``, ``show_answer(condition, sample_index,
-generation_id)`` and ``status_text``.
+generation_id)``, ``active_pane``, ``show_error`` and ``status_text``.
 """
 
 from __future__ import annotations
@@ -336,14 +336,16 @@ class SessionsScreen(Screen):
             if not app.switch_session(path):
                 self.set_status(app.status_text, "bold red")
                 return False
+        app.pop_screen()
         try:
             app.open_prompt(prompt_id)
             if answer is not None:
-                app.show_answer(answer["condition"], answer["sample_index"], answer["generation_id"])
+                app.show_answer(answer["condition"], answer["sample_index"] or 0, answer["generation_id"])
+                pane = app.active_pane
+                app.call_after_refresh(pane.focus)  # after the main screen has restored its focus
         except Exception as exc:  # noqa: BLE001 - a prompt deleted meanwhile, a damaged file
-            self.set_status(f"cannot open the prompt: {exc}", "bold red")
+            app.show_error(f"cannot open the prompt: {exc}", type(exc).__name__)
             return False
-        app.pop_screen()
         return True
 
     def action_continue_session(self) -> None:
