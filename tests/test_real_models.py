@@ -23,7 +23,7 @@ def test_overton_run_on_default_models(tmp_path):
     out = proc.stdout
     assert "different families" in out
     assert "Gemma 3 270M" in out and "SmolLM2-135M-Instruct" in out
-    assert "similarity to the aligned model's sample 0" in out
+    assert "Jaccard to aligned s0" in out and "sample 0 vs sample 0" in out
     assert "Traceback" not in out + proc.stderr
 
     with Session.open(tmp_path / "e2e.db", create=False) as s:
