@@ -217,7 +217,8 @@ async def test_annotate_two_prompts_reopen_undo_and_export(tiny_trio, tmp_path):
             if moves:
                 await pilot.press("enter")
             assert dialog.query_one("#export-path", Input).value == str(tmp_path / f"study.{fmt}")
-            dialog.query_one("#export-path", Input).focus()
+            await pilot.press("tab")  # from the formats to the path
+            assert app.focused is dialog.query_one("#export-path", Input)
             await pilot.press("enter")
             await wait_for(pilot, lambda: dialog.exports, what="the export")
             assert dialog.written, dialog.status_text

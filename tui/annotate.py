@@ -41,7 +41,7 @@ from engine.session import SessionError
 
 RATING_ACTIONS = ("rate", "pick_labels", "edit_note", "pick_preference")
 ANNOTATION_BINDINGS = [
-    Binding("1", "rate(1)", "Rate 1–5", key_display="1-5"),
+    Binding("1", "rate(1)", "Rate", key_display="1-5"),
     Binding("2", "rate(2)", "Rate 2", show=False),
     Binding("3", "rate(3)", "Rate 3", show=False),
     Binding("4", "rate(4)", "Rate 4", show=False),
@@ -50,7 +50,7 @@ ANNOTATION_BINDINGS = [
     Binding("l", "pick_labels", "Labels"),
     Binding("n", "edit_note", "Note"),
     Binding("p", "pick_preference", "Best pane"),
-    Binding("ctrl+z", "undo_annotation", "Undo annotation", key_display="^z"),
+    Binding("ctrl+z", "undo_annotation", "Undo", key_display="^z"),
 ]
 USER_ERRORS = (AnnotationError, SessionError, sqlite3.Error, LookupError)
 PREFERENCE_TEXT = {TIE: "tie — equally good", ALL_BAD: "all bad — none is acceptable"}
@@ -102,6 +102,7 @@ class ModalDialog(ModalScreen):
     }
     .dialog-help {
         color: $text-muted;
+        width: 1fr;
         height: auto;
     }
     .dialog-status {
@@ -150,7 +151,7 @@ class LabelPicker(ModalDialog):
             # labels beyond those offered (e.g. from an older label set) stay visible and removable
             extra = [label for label in sorted(self.selected) if label not in self.labels]
             yield SelectionList[str](
-                *[(Text(f"{i + 1 if i < 9 else ' '}  {printable(label)}"), label, label in self.selected)
+                *[(self._prompt(i, label, label in self.selected), label, label in self.selected)
                   for i, label in enumerate(self.labels + extra)],
                 id="labels",
             )
@@ -160,6 +161,14 @@ class LabelPicker(ModalDialog):
 
     def on_mount(self) -> None:
         self.query_one("#labels", SelectionList).focus()
+
+    @staticmethod
+    def _prompt(i: int, label: str, on: bool) -> Text:
+        """'1 ✓ helpful': the number key, a mark readable without colours, the label."""
+        text = Text(f"{i + 1 if i < 9 else ' '} ")
+        text.append("✓ " if on else "  ", style="bold green")
+        text.append(printable(label))
+        return text
 
     @property
     def choices(self) -> list[str]:
@@ -196,11 +205,12 @@ class LabelPicker(ModalDialog):
             return
         sl = self.query_one("#labels", SelectionList)
         with sl.prevent(SelectionList.SelectedChanged):
-            for label in self.choices:
+            for i, label in enumerate(self.choices):
                 if label in self.selected:
                     sl.select(label)
                 else:
                     sl.deselect(label)
+                sl.replace_option_prompt_at_index(i, self._prompt(i, label, label in self.selected))
 
     @on(Button.Pressed, "#done")
     def action_close(self) -> None:

@@ -75,6 +75,8 @@ class OvertonApp(AnnotationActions, ScreenActions, App):
 
     BINDINGS = [
         # In footer order; the most used first, so that an 80-column footer shows them.
+        # The annotation keys show only while an answer pane has focus: then they come first.
+        *ANNOTATION_BINDINGS,
         Binding("escape", "cancel", "Cancel"),
         Binding("ctrl+g", "generate_pane", "Generate pane"),
         Binding("ctrl+n", "switch_condition(1)", "Condition", key_display="^n/^p"),
@@ -94,7 +96,6 @@ class OvertonApp(AnnotationActions, ScreenActions, App):
         Binding("ctrl+l", "focus_prompt", "Prompt"),
         Binding("ctrl+t", "focus_hint", "Edit hint"),
         *SCREEN_BINDINGS,
-        *ANNOTATION_BINDINGS,
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
@@ -173,7 +174,7 @@ class OvertonApp(AnnotationActions, ScreenActions, App):
         self.query_one("#prompt", Input).focus()
         self.screen.set_class(self.size.height < self.SHORT_HEIGHT, "-short")
         self._mark_active()
-        self.set_interval(self.flush_interval, self._flush)
+        self.set_interval(self.flush_interval, self._flush_text)
         self.set_interval(0.5, self._tick)
         self._draw_settings()
         self.set_status(self._family_notice(short=False), "yellow" if not self.trio.same_family else "")
@@ -301,7 +302,7 @@ class OvertonApp(AnnotationActions, ScreenActions, App):
         """The workbench's callback; runs in worker threads (post_message is thread-safe)."""
         self.post_message(msg.wrap(event))
 
-    def _flush(self) -> None:
+    def _flush_text(self) -> None:
         for cond, st in list(self.states.items()):
             if st.flush():
                 for pane in self._panes_showing(cond):
@@ -315,8 +316,8 @@ class OvertonApp(AnnotationActions, ScreenActions, App):
             self._draw_status()
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
-        if action != "quit" and len(self.screen_stack) > 1:
-            return False  # another screen or a dialog is on top: main-screen keys are off
+        if len(self.screen_stack) > 1 and action in MAIN_SCREEN_ACTIONS:
+            return False  # another screen or a dialog is on top: the main screen's keys are off
         if action in RATING_ACTIONS or action == "undo_annotation":
             return self.annotation_allowed(action)
         if action == "cancel":
@@ -761,7 +762,7 @@ class OvertonApp(AnnotationActions, ScreenActions, App):
         e = message.event
         if not self._current(e.prompt_id):
             return
-        self._flush()
+        self._flush_text()
         took = time.monotonic() - self._run_started
         if not e.cancelled:
             if self._failures:
@@ -789,7 +790,7 @@ class OvertonApp(AnnotationActions, ScreenActions, App):
 
     def on_job_ended(self, message: msg.JobEnded) -> None:
         self.jobs_ended += 1
-        self._flush()
+        self._flush_text()
         self._set_busy(False)
         if self.samples_next is not None:
             self.set_samples(self.samples_next)
@@ -807,6 +808,11 @@ class OvertonApp(AnnotationActions, ScreenActions, App):
             elif st.generating is not None:  # a sample that never reported back
                 st.generating = None
                 self._redraw(cond)
+
+
+# the actions of the main screen's keys (not quit, nor app actions other screens bind, such as
+# focus_next for tab)
+MAIN_SCREEN_ACTIONS = frozenset(b.action.split("(")[0] for b in OvertonApp.BINDINGS) - {"quit"}
 
 
 def _elapsed(seconds: float) -> str:

@@ -33,6 +33,7 @@ class ScreenActions:
     ``clear_prompt`` and, when present, ``setup_annotations`` / ``annotator``."""
 
     sessions_dir: Path
+    last_search: str = ""  # the sessions screen's search box starts with it
 
     def action_open_sessions(self) -> None:
         from tui.screens.sessions import SessionsScreen

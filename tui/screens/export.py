@@ -69,6 +69,10 @@ class ExportDialog(ModalDialog):
 
     def on_mount(self) -> None:
         self.query_one("#export-formats", RadioSet).focus()
+        self._show_format()
+
+    def _show_format(self) -> None:
+        self.query_one("#export-dialog").border_subtitle = f"format: {self.fmt}"
 
     def _default(self) -> Path:
         app = self.app
@@ -78,6 +82,7 @@ class ExportDialog(ModalDialog):
     def _format_changed(self, event: RadioSet.Changed) -> None:
         event.stop()
         self.fmt = FORMATS[event.index]
+        self._show_format()
         path_box = self.query_one("#export-path", Input)
         if not self._path_edited:
             self._setting_path = True

@@ -132,6 +132,7 @@ class SessionsScreen(Screen):
         title.append(f"   current: {printable(Path(app.session.path).name)}", style="cyan")
         self.query_one("#browser-title", Static).update(title)
         self.selected_path = Path(app.session.path)
+        self.query_one("#search", Input).value = getattr(app, "last_search", "") or ""
         (self.query_one("#search", Input) if self.search_first else self.query_one("#sessions", DataTable)).focus()
         self.set_status("reading the session files…")
         self.load_sessions()
@@ -263,6 +264,7 @@ class SessionsScreen(Screen):
     def _search_submitted(self, event: Input.Submitted) -> None:
         event.stop()
         query = event.value.strip()
+        self.app.last_search = query
         if not query:
             self._fill_results([], None)
             self.set_status("type words to search for, then press enter")
@@ -303,7 +305,12 @@ class SessionsScreen(Screen):
         table.clear()
         table.set_class(not hits, "-empty")
         for i, h in enumerate(hits):
-            where = "prompt" if h["kind"] == "prompt" else f"{h['condition']} #{(h['sample_index'] or 0) + 1}"
+            if h["kind"] == "prompt":
+                where = "prompt"
+            elif h["condition"] == "summary":
+                where = "hint"
+            else:
+                where = f"{h['condition']} #{(h['sample_index'] or 0) + 1}"
             raw = h["snippet"] or ""
             flat = printable(raw).replace("\n", " ").replace("\t", " ")
             snippet = Text(flat)
@@ -339,7 +346,10 @@ class SessionsScreen(Screen):
         app.pop_screen()
         try:
             app.open_prompt(prompt_id)
-            if answer is not None:
+            if answer is not None and answer["condition"] == "summary":  # a hint the aligned model wrote
+                hint = app.query_one("#hint")
+                app.call_after_refresh(hint.focus)
+            elif answer is not None:
                 app.show_answer(answer["condition"], answer["sample_index"] or 0, answer["generation_id"])
                 pane = app.active_pane
                 app.call_after_refresh(pane.focus)  # after the main screen has restored its focus
