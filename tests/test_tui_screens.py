@@ -372,6 +372,25 @@ async def test_search_finds_a_word_of_an_answer_and_opens_it(tiny_trio, tmp_path
         pane = app.pane("hinted")
         assert pane.current == 1 and pane.visible_text == "Geothermal energy."
         assert app.focused is pane
+
+        # a hint (the aligned model's summary) found by the search opens with the hint box focused
+        gid = session.add_generation(p1, condition="summary", text="Suggest ginger tea and rest.", finish_reason="stop")
+        session.add_hint(p1, "Suggest ginger tea and rest.", source="aligned-summary", generation_id=gid)
+        await pilot.press("ctrl+f")
+        await pilot.pause()
+        screen = app.screen
+        search_box = screen.query_one("#search", Input)
+        assert search_box.value == "geothermal"  # the last query
+        search_box.value = "ginger"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: screen.searches, what="the search")
+        assert [(h["kind"], h["condition"]) for h in screen.results] == [("answer", "summary")]
+        assert str(screen.query_one("#results").get_row_at(0)[0]) == "hint"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.prompt_id == p1
+        assert app.focused is app.query_one("#hint", TextArea)
+        assert app.query_one("#hint", TextArea).text == "Suggest ginger tea and rest."
         await pilot.press("ctrl+q")
     session.close()
 

@@ -122,10 +122,11 @@ class SessionsScreen(Screen):
 
     def on_mount(self) -> None:
         app = self.app
-        self.query_one("#sessions", DataTable).add_columns("session", "modified", "prompts", "answers",
-                                                           "annotations", "size")
-        self.query_one("#prompts", DataTable).add_columns("#", "time", "prompt", "conditions", "answers",
-                                                          "annotations")
+        # the counts first, so that a narrow terminal shows them
+        self.query_one("#sessions", DataTable).add_columns("session", "prompts", "answers", "annotations",
+                                                           "modified", "size")
+        self.query_one("#prompts", DataTable).add_columns("#", "prompt", "annotations", "answers", "conditions",
+                                                          "time")
         self.query_one("#results", DataTable).add_columns("where", "prompt", "match")
         title = Text("Sessions in ", style="bold")
         title.append(printable(str(app.sessions_dir)))
@@ -169,11 +170,11 @@ class SessionsScreen(Screen):
             if is_current:
                 name.append(" (current)", style="cyan")
             if r["error"]:
-                table.add_row(name, Text(local_time(r["modified"])), Text("–"), Text("–"), Text("–"),
+                table.add_row(name, Text("–"), Text("–"), Text("–"), Text(local_time(r["modified"])),
                               Text(human_size(r["size"])), key=str(i))
             else:
-                table.add_row(name, Text(local_time(r["modified"])), Text(str(r["prompts"] or 0)),
-                              Text(str(r["generations"] or 0)), Text(str(r["annotations"] or 0)),
+                table.add_row(name, Text(str(r["prompts"] or 0)), Text(str(r["generations"] or 0)),
+                              Text(str(r["annotations"] or 0)), Text(local_time(r["modified"])),
                               Text(human_size(r["size"])), key=str(i))
             if _same(r["path"], self.selected_path):
                 cursor = i
@@ -252,9 +253,9 @@ class SessionsScreen(Screen):
         table = self.query_one("#prompts", DataTable)
         table.clear()
         for i, r in enumerate(rows):
-            table.add_row(Text(str(i + 1)), Text(local_time(r["last_generation_at"] or r["created_at"])),
-                          Text(one_line(r["text"], 60)), Text(printable(", ".join(r["conditions"])) or "–"),
-                          Text(str(r["generations"])), annotation_cell(r), key=r["id"])
+            table.add_row(Text(str(i + 1)), Text(one_line(r["text"], 48)), annotation_cell(r),
+                          Text(str(r["generations"])), Text(printable(", ".join(r["conditions"])) or "–"),
+                          Text(local_time(r["last_generation_at"] or r["created_at"])), key=r["id"])
 
     # -- search ---------------------------------------------------------------------------
     def action_focus_search(self) -> None:
