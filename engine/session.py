@@ -895,9 +895,11 @@ def peek_session(path: Path) -> dict[str, Any]:
         try:
             info["schema"] = ro.execute("PRAGMA user_version").fetchone()[0]
             tables = {r[0] for r in ro.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            for table in ("prompts", "generations"):
-                if table in tables:
-                    info[table] = ro.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            if "prompts" in tables:
+                info["prompts"] = ro.execute("SELECT count(*) FROM prompts").fetchone()[0]
+            if "generations" in tables:  # answers: hint summaries are not answers
+                info["generations"] = ro.execute(
+                    "SELECT count(*) FROM generations WHERE condition != 'summary'").fetchone()[0]
             if "annotations" in tables:
                 info["annotations"] = ro.execute(
                     "SELECT count(*) FROM annotations WHERE deleted_at IS NULL").fetchone()[0]

@@ -94,3 +94,9 @@ def test_hint_needs_a_single_prompt_and_text(tmp_path):
     assert r.exit_code == 2 and "--hint goes with a single PROMPT" in r.output
     r = CliRunner().invoke(app, ["run", "Q?", "--hint", "  ", "--sessions-dir", str(tmp_path)])
     assert r.exit_code == 2 and "the hint is empty" in r.output
+
+
+def test_app_refuses_an_empty_annotator_before_opening_anything(tmp_path):
+    r = CliRunner().invoke(app, ["--annotator", "  ", "--sessions-dir", str(tmp_path)])
+    assert r.exit_code == 2 and "annotator name is empty" in r.output
+    assert list(tmp_path.iterdir()) == []

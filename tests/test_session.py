@@ -725,7 +725,8 @@ def test_prompt_overview_and_listing(tmp_path):
     infos = {i["name"]: i for i in list_sessions(tmp_path)}
     assert set(infos) == {"a.db", "notes.db"}
     a = infos["a.db"]
-    assert (a["schema"], a["prompts"], a["generations"], a["annotations"], a["error"]) == (3, 2, 3, 4, None)
+    # generations counts answers, as prompt_overview does: the hint summary is not one
+    assert (a["schema"], a["prompts"], a["generations"], a["annotations"], a["error"]) == (3, 2, 2, 4, None)
     assert "not a SQLite database" in infos["notes.db"]["error"]
     assert sha(path) == before  # listing reads without writing
     assert list_sessions(tmp_path / "absent") == []

@@ -102,21 +102,34 @@ def main_command(
     temperature: float = TempOpt,
     repetition_penalty: float = RepOpt,
     sessions_dir: Optional[Path] = DirOpt,
+    annotator: Optional[str] = typer.Option(None, "--annotator", help="Name stored with your annotations (default: your login name)."),
 ) -> None:
     """Launch the three-pane app (base | aligned | hint-guided base)."""
     if ctx.invoked_subcommand is not None:
         return
+    from engine.annotations import AnnotationError, check_annotator
+    from engine.paths import sessions_dir as default_dir
+
+    if annotator is not None:
+        try:
+            annotator = check_annotator(annotator)
+        except AnnotationError as exc:
+            fail(str(exc), 2)
     settings = _settings(samples, max_new_tokens, seed, temperature, repetition_penalty)
     trio = _trio(models)
     _check_models(trio)
     store = _open_session(session, sessions_dir)
     from tui.app import run_app
 
+    final = store
     try:
-        run_app(trio, store, settings)
+        final = run_app(trio, store, settings, annotator=annotator,
+                        sessions_dir=Path(sessions_dir) if sessions_dir else default_dir())
     finally:
         store.close()
-    console.print(f"session saved in {store.path}")
+        if final is not store:  # the user switched sessions in the app
+            final.close()
+    console.print(Text(f"session saved in {final.path}"))
 
 
 @app.command()
