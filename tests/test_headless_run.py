@@ -31,7 +31,7 @@ def test_ctrl_c_keeps_partial_answer_and_exits_cleanly(tiny_trio, tmp_path):
     deadline = time.monotonic() + 120
     while "sample 1/1" not in seen and time.monotonic() < deadline:  # base has started streaming
         seen += proc.stdout.read(1)
-    time.sleep(1.0)
+    time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     out = seen + out
@@ -39,9 +39,12 @@ def test_ctrl_c_keeps_partial_answer_and_exits_cleanly(tiny_trio, tmp_path):
     assert "Traceback" not in out and "terminate called" not in out
     assert "interrupted: keeping the partial answer" in out
     with Session.open(tmp_path / "int.db", create=False) as s:
-        rows = s.generations()
-        assert [(r["condition"], r["finish_reason"]) for r in rows] == [("base", "cancelled")]
-        assert 0 < rows[0]["completion_tokens"] < 4000
+        rows = sorted(s.generations(), key=lambda r: (r["created_at"], r["id"]))
+        # The answer being written when Ctrl-C came is kept, marked cancelled, and is the last
+        # one: nothing ran after it. (A tiny random model may finish base before the signal.)
+        assert rows and rows[-1]["finish_reason"] == "cancelled"
+        assert all(r["finish_reason"] != "cancelled" for r in rows[:-1])
+        assert 0 < rows[-1]["completion_tokens"] < 4000
 
 
 def test_batch_resume_only_reuses_the_same_recipe(tiny_trio, tmp_path):
