@@ -372,8 +372,22 @@ DATA_TABLES = ("prompts", "hints", "generations", "metrics")  # counts(); annota
 # --------------------------------------------------------------------------- pre-open checks
 
 
+# Session files this process has open. POSIX drops every lock a process holds on a file when
+# *any* descriptor of that file is closed, so reading the header of a live session with open()
+# would silently unlock the WAL under our own connection (another process could then delete it
+# and writes would be lost). Files in here are only ever read through SQLite.
+_OPEN_HERE: dict[str, int] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def _key(path: Path) -> str:
+    return os.path.realpath(path)
+
+
 def _check_existing(path: Path) -> None:
     """Refuse, without writing a byte, a file that is not a healthy session we understand."""
+    if _key(path) in _OPEN_HERE:
+        return  # checked when this process opened it; see _OPEN_HERE for why not again
     try:
         with open(path, "rb") as f:
             header = f.read(100)
@@ -499,11 +513,21 @@ class Session:
         except sqlite3.Error as e:
             conn.close()
             raise SessionError(f"Cannot open session {path}: {e}. Check that it is writable.")
+        with _OPEN_LOCK:
+            _OPEN_HERE[_key(path)] = _OPEN_HERE.get(_key(path), 0) + 1
+        session._registered = True
         return session
 
     def close(self) -> None:
         with self.lock:
             self.conn.close()
+            if getattr(self, "_registered", False):
+                self._registered = False
+                with _OPEN_LOCK:
+                    key = _key(self.path)
+                    _OPEN_HERE[key] -= 1
+                    if not _OPEN_HERE[key]:
+                        del _OPEN_HERE[key]
 
     def __enter__(self) -> Session:
         return self

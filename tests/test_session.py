@@ -812,3 +812,27 @@ def test_new_paths_need_a_db_suffix(tmp_path, monkeypatch, text):
     with pytest.raises(SessionError, match="path ending in .db"):
         resolve_session_path(text, tmp_path / "sessions")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_peeking_at_an_open_session_keeps_its_locks(tmp_path):
+    """Reading a live session's header with open()/close() would drop this process's POSIX
+    locks: another process could then delete the WAL under us and writes would be lost."""
+    import subprocess
+    import sys
+
+    from engine.session import list_sessions, peek_session
+
+    path = tmp_path / "live.db"
+    with Session.open(path) as s:
+        s.add_prompt("one")
+        assert peek_session(path)["prompts"] == 1
+        assert [i["prompts"] for i in list_sessions(tmp_path)] == [1]
+        # Another process opens and closes the file: it must not be able to take it over.
+        other = f"import sqlite3; c = sqlite3.connect({str(path)!r}); c.execute('select count(*) from prompts').fetchone(); c.close()"
+        subprocess.run([sys.executable, "-c", other], check=True)
+        assert Path(f"{path}-wal").exists()
+        s.add_prompt("two")
+        out = subprocess.run([sys.executable, "-c",
+                              f"import sqlite3; print(sqlite3.connect({str(path)!r}).execute('select count(*) from prompts').fetchone()[0])"],
+                             capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == "2"  # the other process sees our write
