@@ -184,7 +184,10 @@ def source_path(spec: ModelSpec) -> Path:
         if not (path / "config.json").exists() and not (path / "modules.json").exists():
             raise ModelUnavailable(f"{path} is not a Hugging Face model folder (no config.json)")
         return path
-    cached = hf_cache_path(spec.ref) if "/" in spec.ref and not spec.ref.startswith((".", "/", "~")) else None
+    if spec.ref.startswith((".", "/", "~")):
+        raise ModelUnavailable(f"no model folder at {spec.ref}; give a Hugging Face model folder "
+                               "or a hub id such as org/name that is in the local HF cache")
+    cached = hf_cache_path(spec.ref)
     if cached is None:
         hint = spec.install or f"download {spec.ref} into the local HF cache"
         raise ModelUnavailable(f"model {spec.ref!r} is neither a local folder nor in the local HF cache; {hint}")

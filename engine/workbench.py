@@ -72,6 +72,13 @@ class Workbench:
     def add_prompt(self, text: str, external_id: str | None = None) -> str:
         if not text or not text.strip():
             raise EmptyPrompt("the prompt is empty; type a question or instruction first")
+        from engine.generation import PromptTooLong
+
+        for lm in self.models.values():  # loaded models: refuse before a prompt row is written
+            n = len(lm.tokenizer(text.strip(), add_special_tokens=False).input_ids)
+            if n >= lm.context_length:
+                raise PromptTooLong(f"the prompt alone is {n} tokens; {lm.spec.name} holds {lm.context_length}, "
+                                    "which leaves no room for an answer")
         if external_id is not None:
             found = self.session.find_prompt(external_id)
             if found is not None:

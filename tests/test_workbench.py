@@ -110,3 +110,12 @@ def test_empty_summary_is_a_notice_not_a_cancellation(bench, monkeypatch):
     notices = [e.message for e in seen if isinstance(e, ev.Notice)]
     assert any("hinted skipped" in m and "type a hint" in m for m in notices)
     assert seen[-1] == ev.RunFinished(pid, cancelled=False)
+
+
+def test_prompt_longer_than_the_context_is_refused_before_it_is_stored(bench):
+    from engine.generation import PromptTooLong
+
+    wb, session, _ = bench
+    with pytest.raises(PromptTooLong, match="leaves no room for an answer"):
+        wb.add_prompt("word " * 6000)
+    assert session.counts()["prompts"] == 0

@@ -294,9 +294,10 @@ class OvertonApp(AnnotationActions, ScreenActions, App):
         self.query_one("#settings", Static).update(line)
 
     def show_error(self, text: str, kind: str = "") -> None:
+        # ``kind`` (an exception's class name) is for logs, not for the user: the text says it all.
         self.last_error = text
-        self.set_status(f"{kind + ': ' if kind else ''}{text}", "bold red")
-        self.notify(printable(text), title=kind or "error", severity="error", markup=False, timeout=8)
+        self.set_status(text, "bold red")
+        self.notify(printable(text), title="error", severity="error", markup=False, timeout=8)
 
     def _emit(self, event: object) -> None:
         """The workbench's callback; runs in worker threads (post_message is thread-safe)."""
@@ -802,11 +803,12 @@ class OvertonApp(AnnotationActions, ScreenActions, App):
                 # N counts the batch as made (a cancel, or the one aligned sample a hint needs).
                 st.expected = len(st.samples)
                 self._redraw(cond)
+            changed = st.generating is not None  # a sample that never reported back (an error)
+            st.generating = None
             if st.note.startswith(("waiting", "regenerating", "generating", "hint ready")) and not st.samples:
                 st.note = "not generated (cancelled) — press ctrl+g" if self._cancel.is_set() else "not generated"
-                self._redraw(cond)
-            elif st.generating is not None:  # a sample that never reported back
-                st.generating = None
+                changed = True
+            if changed:
                 self._redraw(cond)
 
 
