@@ -83,6 +83,7 @@ class ExportDialog(ModalDialog):
         event.stop()
         self.fmt = FORMATS[event.index]
         self._show_format()
+        self.set_dialog_status("")  # the last export's report belongs to the old choice
         path_box = self.query_one("#export-path", Input)
         if not self._path_edited:
             self._setting_path = True

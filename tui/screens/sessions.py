@@ -295,7 +295,7 @@ class SessionsScreen(Screen):
             n = len(hits)
             more = f" (the first {SEARCH_LIMIT})" if n >= SEARCH_LIMIT else ""
             self.set_status(f"{n} match{'es' if n != 1 else ''}{more} for {query!r} in {Path(path).name}"
-                            + (" — ↓ then enter opens one" if n else ""))
+                            + (" — ↑↓ choose, enter opens the highlighted one" if n else ""))
             if n:
                 self.query_one("#results", DataTable).focus()
         self.searches += 1
