@@ -505,3 +505,16 @@ async def test_pool_conditions_without_a_pool_report_it_and_the_app_goes_on(tiny
         assert app.show_answer("aligned", 0, gid)
         assert app.pane("aligned").samples[0].generation_id == gid
         assert not app.show_answer("aligned", 5)
+
+
+async def test_a_continued_session_opens_on_its_latest_prompt(tiny_trio, session):
+    first = session.add_prompt("An earlier question")
+    latest = session.add_prompt("The latest question")
+    for pid, text in ((first, "old answer"), (latest, "Stored answer about tea")):
+        session.add_generation(pid, condition="base", text=text, finish_reason="stop")
+    app = OvertonApp(tiny_trio, session, GenerationSettings(max_new_tokens=5))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.2)
+        assert app.prompt_id == latest
+        assert "Stored answer about tea" in app.pane("base").visible_text
+        assert "old answer" not in app.pane("base").visible_text

@@ -178,6 +178,13 @@ class OvertonApp(AnnotationActions, ScreenActions, App):
         self.set_interval(0.5, self._tick)
         self._draw_settings()
         self.set_status(self._family_notice(short=False), "yellow" if not self.trio.same_family else "")
+        # A continued session opens on its latest prompt, so earlier work is visible at once.
+        earlier = self.session.prompts()
+        if earlier:
+            self.open_prompt(earlier[-1]["id"])
+            self.notify(f"continuing {printable(self.session.path.name)}: {len(earlier)} prompt"
+                        f"{'s' if len(earlier) != 1 else ''}; showing the latest — ctrl+s lists them all",
+                        markup=False, timeout=6)
         self._start_loading()
 
     SHORT_HEIGHT = 34  # rows; below it the hint box and the metrics panel shrink
