@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from engine.paths import cache_dir
-from engine.prompts import Example, _data, fixed_examples
+from engine.prompts import Example, data_text, fixed_examples
 
 RESTYLE_SETTINGS = dict(temperature=0.0, max_new_tokens=300, samples=1, seed=0)
 K = 3
 
 
 def _restyle_key(model_id: str) -> str:
-    source = _data("icl_examples.json") + _data("summary_prompt.txt") + json.dumps(RESTYLE_SETTINGS, sort_keys=True)
+    source = data_text("icl_examples.json") + data_text("summary_prompt.txt") + json.dumps(RESTYLE_SETTINGS, sort_keys=True)
     return hashlib.sha256(f"{model_id}\n{source}".encode()).hexdigest()[:16]
 
 

@@ -42,10 +42,6 @@ class GenerationResult:
     backend: str = "transformers"
     extra: dict = field(default_factory=dict)
 
-    @property
-    def tokens_per_s(self) -> float:
-        return self.completion_tokens / self.duration_s if self.duration_s > 0 else 0.0
-
     def record(self) -> dict:
         """Columns for the session's generations table."""
         row = asdict(self)

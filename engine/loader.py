@@ -70,7 +70,3 @@ def load_lm(spec: ModelSpec, progress: Progress | None = None, dtype: torch.dtyp
         _loaded[spec.id] = lm
         progress(f"{spec.name} ready ({lm.load_seconds:.1f} s)", 1.0)
         return lm
-
-
-def loaded_models() -> dict[str, LoadedLM]:
-    return dict(_loaded)

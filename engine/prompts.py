@@ -24,18 +24,19 @@ class Example:
     summary: str | None = None
 
 
-def _data(name: str) -> str:
+def data_text(name: str) -> str:
+    """A data file shipped in engine/data (prompts, examples), as text."""
     return files("engine").joinpath("data", name).read_text(encoding="utf-8")
 
 
 @lru_cache(maxsize=1)
 def urial_header() -> str:
-    return _data("urial_header.txt").strip()
+    return data_text("urial_header.txt").strip()
 
 
 @lru_cache(maxsize=1)
 def fixed_examples() -> tuple[Example, ...]:
-    raw = json.loads(_data("icl_examples.json"))
+    raw = json.loads(data_text("icl_examples.json"))
     return tuple(Example(e["query"], e["answer"], e.get("summary")) for e in raw["examples"])
 
 
@@ -91,7 +92,7 @@ def summary_request(query: str, answer: str) -> str:
     """The user turn that asks the aligned model for a semantic hint of ``answer``."""
     # str.replace, not str.format: queries and answers may contain braces.
     return (
-        _data("summary_prompt.txt").strip().replace("{query}", query.strip()).replace("{answer}", answer.strip())
+        data_text("summary_prompt.txt").strip().replace("{query}", query.strip()).replace("{answer}", answer.strip())
     )
 
 
