@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Sequence
 from engine import events as ev
 from engine import prompt_metrics
 from engine.conditions import CONDITIONS, DEFAULT_PANES, REFERENCE, Condition
-from engine.examples import K, load_restyled, pick_nearest, pick_random, restyle, save_restyled, RESTYLE_SETTINGS
+from engine.examples import load_restyled, pick_nearest, pick_random, restyle, save_restyled, RESTYLE_SETTINGS
 from engine.metrics import word_count
 from engine.models import Trio
 from engine.prompts import Example, continue_after_summary, fixed_examples, summary_request, urial_prompt

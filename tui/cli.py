@@ -151,7 +151,7 @@ def run(
     """Generate the conditions headless for one prompt (printed as they stream) or a prompt file."""
     from engine.conditions import parse_conditions
     from engine.examples import load_pool
-    from engine.prompt_file import PromptFileError, read_prompts
+    from engine.prompt_file import read_prompts
 
     if (prompt is None) == (prompts is None):
         fail("give either a PROMPT or --prompts FILE", 2)
