@@ -224,13 +224,12 @@ class Workbench:
 
     def pool(self, prompt_id: str) -> list[Example]:
         """(query, aligned sample 0) of every other prompt in the session, plus imported pairs."""
+        batches = self.session.latest_batches()  # one query for every prompt
         own = []
         for row in self.session.prompts():
-            if row["id"] == prompt_id:
-                continue
-            answers = self.latest_samples(row["id"]).get(REFERENCE)
-            if answers:
-                own.append(Example(row["text"], answers[0]))
+            batch = batches.get((row["id"], REFERENCE))
+            if row["id"] != prompt_id and batch:
+                own.append(Example(row["text"], next(iter(batch.values()))["text"]))
         return own + self.extra_pool
 
     def restyled_examples(self, cancel: threading.Event | None = None) -> tuple[Example, ...] | None:
