@@ -21,6 +21,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from tui.formats import fmt as _fmt, pct as _pct
+
 console = Console()
 err = Console(stderr=True)
 
@@ -67,14 +69,6 @@ def _print_bad(bad, heading: str) -> None:
         err.print(Text("  ") + _t(str(b)), soft_wrap=True)  # one line each: easy to grep
     if len(bad) > MAX_BAD_SHOWN:
         err.print(_t(f"  … and {len(bad) - MAX_BAD_SHOWN} more"))
-
-
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{value:.0%}"
 
 
 # --------------------------------------------------------------------------- import

@@ -11,10 +11,7 @@ from rich.text import Text
 from engine import events as ev
 from engine.conditions import CONDITIONS, DEFAULT_PANES
 from engine.sanitize import printable
-
-
-def _fmt(value, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
+from tui.formats import fmt as _fmt
 
 
 ROWS = (

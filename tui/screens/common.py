@@ -10,18 +10,10 @@ from typing import Iterable, Sequence
 from rich.text import Text
 
 from engine.sanitize import printable
+from tui.formats import fmt, pct  # noqa: F401 - re-exported for the screens
 
 BLOCKS = " ▁▂▃▄▅▆▇█"  # 0/8 .. 8/8 of a cell's height
 HBLOCKS = " ▏▎▍▌▋▊▉█"  # 0/8 .. 8/8 of a cell's width
-
-
-def fmt(value: float | None, digits: int = 3) -> str:
-    """As ``overton stats`` prints it: fixed decimals, '–' for undefined."""
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
-def pct(value: float | None) -> str:
-    return "–" if value is None else f"{value:.0%}"
 
 
 def one_line(text: str | None, limit: int = 80) -> str:
