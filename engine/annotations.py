@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from statistics import mean
 from typing import Any, Iterable
 
-from engine.session import Session, new_id, now_iso
+from engine.session import Session, new_id, now_iso, where_equal
 
 DEFAULT_LABELS = ("helpful", "irrelevant", "refusal", "repetitive", "off-topic", "factual error")
 TIE, ALL_BAD = "tie", "all-bad"
@@ -412,15 +412,8 @@ def prompt_counts(session: Session, prompt_id: str | None = None) -> dict[str, d
 
 def history(session: Session, generation_id: str | None = None, prompt_id: str | None = None) -> list[dict]:
     """Every annotation row, deleted ones too, oldest first (optionally of one answer / prompt)."""
-    where, params = [], []
-    if generation_id is not None:
-        where.append("generation_id = ?")
-        params.append(generation_id)
-    if prompt_id is not None:
-        where.append("prompt_id = ?")
-        params.append(prompt_id)
-    sql = "SELECT * FROM annotations" + (" WHERE " + " AND ".join(where) if where else "")
-    return session._select(sql + " ORDER BY created_at, rowid", params)
+    where, params = where_equal(generation_id=generation_id, prompt_id=prompt_id)
+    return session._select("SELECT * FROM annotations" + where + " ORDER BY created_at, rowid", params)
 
 
 def annotators(session: Session) -> list[str]:

@@ -78,6 +78,14 @@ def new_ids(n: int) -> list[str]:
     return [str(ULID.from_int(first + k)) for k in range(n)]
 
 
+def where_equal(**columns: Any) -> tuple[str, list]:
+    """`` WHERE a = ? AND b = ?`` (or ``""``) and its parameters, for the columns given a value
+    (``None`` means "any"). Column names come from code, never from input."""
+    given = {name: value for name, value in columns.items() if value is not None}
+    clause = " AND ".join(f"{name} = ?" for name in given)
+    return (" WHERE " + clause if clause else ""), list(given.values())
+
+
 def content_hash(text: str) -> str:
     """Key of a text in the ``embeddings`` table: sha256 of its UTF-8 bytes, hex."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -795,17 +803,9 @@ class Session:
         return rows[0] if rows else None
 
     def generations(self, prompt_id: str | None = None, condition: str | None = None) -> list[dict]:
-        where, params = [], []
-        if prompt_id is not None:
-            where.append("prompt_id = ?")
-            params.append(prompt_id)
-        if condition is not None:
-            where.append("condition = ?")
-            params.append(condition)
-        sql = "SELECT * FROM generations"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        return self._select(sql + " ORDER BY condition, sample_index, created_at, rowid", params)
+        where, params = where_equal(prompt_id=prompt_id, condition=condition)
+        return self._select("SELECT * FROM generations" + where
+                            + " ORDER BY condition, sample_index, created_at, rowid", params)
 
     def latest_batches(
         self, prompt_id: str | None = None, include_cancelled: bool = False
