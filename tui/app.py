@@ -339,10 +339,6 @@ class OvertonApp(AnnotationActions, ScreenActions, App):
         self.refresh_bindings()
 
     # -- loading --------------------------------------------------------------------------
-    def _load_pending(self) -> bool:
-        t = self._load_thread
-        return t is not None and t.is_alive()
-
     def _ensure_loaded(self, should_stop) -> None:
         """Block (in a worker thread) until every model is loaded; raise the loading error.
 

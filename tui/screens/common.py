@@ -7,8 +7,6 @@ import math
 from datetime import datetime
 from typing import Iterable, Sequence
 
-from rich.text import Text
-
 from engine.sanitize import printable
 from tui.formats import fmt, pct  # noqa: F401 - re-exported for the screens
 
@@ -75,7 +73,3 @@ def hbar(value: float | None, top: float, width: int) -> str:
     eighths = round(8 * width * min(value, top) / top)
     full, rest = divmod(eighths, 8)
     return "█" * full + (HBLOCKS[rest] if rest else "")
-
-
-def styled(text: str, style: str = "") -> Text:
-    return Text(printable(text), style=style)
