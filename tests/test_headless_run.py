@@ -103,3 +103,9 @@ def test_app_refuses_an_empty_annotator_before_opening_anything(tmp_path):
     r = CliRunner().invoke(app, ["--annotator", "  ", "--sessions-dir", str(tmp_path)])
     assert r.exit_code == 2 and "annotator name is empty" in r.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_errors_never_print_raw_escape_sequences(tmp_path):
+    r = CliRunner().invoke(app, ["run", "hi", "--models", "base=/no\x1b[31mpe", "--sessions-dir", str(tmp_path)])
+    assert r.exit_code == 2
+    assert "\x1b[31m" not in r.output and "␛[31m" in r.output

@@ -46,7 +46,10 @@ def USER_ERRORS() -> tuple[type[Exception], ...]:
 
 
 def fail(message: str, code: int = 1) -> None:
-    err.print(Text("error: ", style="bold red") + Text(message))
+    # Messages quote what the user typed (paths, names): show control characters as symbols.
+    from engine.sanitize import printable
+
+    err.print(Text("error: ", style="bold red") + Text(printable(message)))
     raise typer.Exit(code)
 
 
