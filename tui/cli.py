@@ -33,6 +33,10 @@ SeedOpt = typer.Option(0, "--seed", help="Seed of sample 0; sample i uses seed +
 TempOpt = typer.Option(0.5, "--temperature", "-t", min=0.0, help="Sampling temperature (0 = greedy).")
 RepOpt = typer.Option(1.1, "--repetition-penalty", min=0.01, help="Repetition penalty.")
 DirOpt = typer.Option(None, "--sessions-dir", envvar="OVERTON_SESSIONS_DIR", help="Directory of session files (default: ./sessions).")
+ServerUrlOpt = typer.Option(None, "--server-url", envvar="OVERTON_SERVER_URL", help="OpenAI-compatible inference server for models given as openai:MODEL (e.g. http://localhost:8000/v1); overrides [server] url in overton.toml.")
+ApiKeyEnvOpt = typer.Option(None, "--api-key-env", help="Name of the environment variable holding the inference servers' API key (the key is never stored).")
+ConcurrencyOpt = typer.Option(None, "--concurrency", min=1, max=512, help="Requests in flight per condition on an inference server (default 4, or the config file's).")
+ServerNOpt = typer.Option(None, "--server-n/--no-server-n", help="Ask an inference server for all samples in one request (its n) instead of one request per sample.")
 
 
 def USER_ERRORS() -> tuple[type[Exception], ...]:
@@ -63,11 +67,15 @@ def _settings(samples, max_new_tokens, seed, temperature, repetition_penalty):
         fail(str(exc), 2)
 
 
-def _trio(models: str):
+def _trio(models: str, server_url=None, api_key_env=None, concurrency=None, server_n=None):
+    """The trio of --models; ``openai:`` models get their servers from overton.toml and the
+    server options (engine.servers)."""
     from engine.models import ModelUnavailable, parse_models
+    from engine.servers import load_config
 
     try:
-        return parse_models(models)
+        config = load_config(url=server_url, api_key_env=api_key_env, concurrency=concurrency, use_n=server_n)
+        return parse_models(models, config=config)
     except ModelUnavailable as exc:
         fail(str(exc), 2)
 
@@ -77,6 +85,13 @@ def _check_models(trio) -> None:
     from engine.models import ModelUnavailable, source_path
 
     for spec in trio.roles().values():
+        if spec.kind == "openai":  # served: the server must answer and serve the model
+            from engine.servers import probe
+
+            ok, detail = probe(spec, timeout=10.0)
+            if not ok:
+                fail(detail)
+            continue
         try:
             source_path(spec)
         except ModelUnavailable as exc:
@@ -106,6 +121,10 @@ def main_command(
     repetition_penalty: float = RepOpt,
     sessions_dir: Optional[Path] = DirOpt,
     annotator: Optional[str] = typer.Option(None, "--annotator", help="Name stored with your annotations (default: your login name)."),
+    server_url: Optional[str] = ServerUrlOpt,
+    api_key_env: Optional[str] = ApiKeyEnvOpt,
+    concurrency: Optional[int] = ConcurrencyOpt,
+    server_n: Optional[bool] = ServerNOpt,
 ) -> None:
     """Launch the three-pane app (base | aligned | hint-guided base)."""
     if ctx.invoked_subcommand is not None:
@@ -119,7 +138,7 @@ def main_command(
         except AnnotationError as exc:
             fail(str(exc), 2)
     settings = _settings(samples, max_new_tokens, seed, temperature, repetition_penalty)
-    trio = _trio(models)
+    trio = _trio(models, server_url, api_key_env, concurrency, server_n)
     _check_models(trio)
     store = _open_session(session, sessions_dir)
     from tui.app import run_app
@@ -150,6 +169,10 @@ def run(
     temperature: float = TempOpt,
     repetition_penalty: float = RepOpt,
     sessions_dir: Optional[Path] = DirOpt,
+    server_url: Optional[str] = ServerUrlOpt,
+    api_key_env: Optional[str] = ApiKeyEnvOpt,
+    concurrency: Optional[int] = ConcurrencyOpt,
+    server_n: Optional[bool] = ServerNOpt,
 ) -> None:
     """Generate the conditions headless for one prompt (printed as they stream) or a prompt file."""
     from engine.conditions import parse_conditions
@@ -172,7 +195,7 @@ def run(
         fail(str(exc), 2)
     n = samples or (5 if lines is not None else 1)
     settings = _settings(n, max_new_tokens, seed, temperature, repetition_penalty)
-    trio = _trio(models)
+    trio = _trio(models, server_url, api_key_env, concurrency, server_n)
     _check_models(trio)
     store = _open_session(session, sessions_dir)
     from tui.headless import run_batch, run_prompt
@@ -191,11 +214,37 @@ def run(
 
 
 @app.command("models")
-def models_command() -> None:
-    """List the model trios, what each needs installed, and whether it is ready."""
-    from engine.models import TRIOS, readiness
+def models_command(
+    server_url: Optional[str] = ServerUrlOpt,
+    api_key_env: Optional[str] = ApiKeyEnvOpt,
+) -> None:
+    """List the model trios (built in and from overton.toml), the inference servers, and whether each model is ready."""
+    from engine.models import TRIOS, ModelUnavailable, parse_models, readiness
+    from engine.servers import load_config
 
-    for trio in TRIOS.values():
+    try:
+        config = load_config(url=server_url, api_key_env=api_key_env)
+    except ModelUnavailable as exc:
+        fail(str(exc), 2)
+    trios = list(TRIOS.values())
+    for name in config.trios:
+        try:
+            trios.append(parse_models(name, config=config))
+        except ModelUnavailable as exc:
+            console.print(Text(f"trio '{name}' in {config.path}: {exc}", style="red"))
+    servers = ([("default", config.default_server())] if config.default_server() else []) + \
+        [(name, config.server(name)) for name in config.servers]
+    if servers:
+        table = Table(title=Text(f"inference servers ({config.path or 'command line'})"), title_justify="left")
+        for col in ("name", "url", "api key from", "concurrency", "n", "params"):
+            table.add_column(col, overflow="fold")
+        for name, s in servers:
+            table.add_row(name, s.url, f"${s.api_key_env}" if s.api_key_env else "-", str(s.concurrency),
+                          "yes" if s.use_n else "no", s.params)
+        console.print(table)
+        console.print(Text("models on a server: --models base=openai:MODEL@URL_OR_NAME,aligned=...", style="dim"))
+        console.print()
+    for trio in trios:
         table = Table(title=Text(f"trio '{trio.name}'"), title_justify="left", expand=False)
         for col in ("role", "model", "family", "ready", "detail / install"):
             table.add_column(col, overflow="fold")
