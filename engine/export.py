@@ -60,7 +60,7 @@ from engine import annotations as ann
 from engine import metrics as m
 from engine.sanitize import printable
 from engine.session import Session
-from engine.stats import ConditionStats, Stats, _order, compute_stats
+from engine.stats import ConditionStats, Stats, _order, compute_stats, session_word_bags
 
 FORMATS = ("csv", "json", "jsonl", "md")
 SUFFIX_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".md": "md",
@@ -140,8 +140,11 @@ def build_export(session: Session, reference: str | None = None, base: str | Non
     gens.sort(key=lambda g: (prompt_order[g["prompt_id"]], cond_rank[g["condition"]], g["sample_index"],
                              g["created_at"], g["id"]))
 
+    # word bags from the session (stored by compute_stats above, or now), not re-tokenized
+    bags = session_word_bags(session, [g["text"] or "" for g in gens]
+                             + [r["text"] or "" for r in ref_s0.values()])
     records = [_generation_record(g, by_prompt[g["prompt_id"]], ref_s0.get(g["prompt_id"]), g["id"] in in_stats,
-                                  collected) for g in gens]
+                                  collected, bags) for g in gens]
     summary = [_summary_record(r) for r in stats.rows]
     exported_prompts = []
     for pid in sorted({g["prompt_id"] for g in gens} | set(collected.preferences), key=prompt_order.__getitem__):
@@ -166,8 +169,10 @@ def build_export(session: Session, reference: str | None = None, base: str | Non
     )
 
 
-def _generation_record(g: dict, prompt: dict, ref: dict | None, counted: bool, c: ann.Collected) -> dict:
+def _generation_record(g: dict, prompt: dict, ref: dict | None, counted: bool, c: ann.Collected,
+                       bags: dict | None = None) -> dict:
     text = g["text"] or ""
+    bag = (lambda t: bags[t] if t in bags else m.as_bag(t)) if bags else m.as_bag
     is_ref = ref is not None and ref["id"] == g["id"]
     flags = m.quality_flags(text)
     gid = g["id"]
@@ -188,8 +193,8 @@ def _generation_record(g: dict, prompt: dict, ref: dict | None, counted: bool, c
         "created_at": g["created_at"],
         "in_stats": counted,
         "words": m.word_count(text),
-        "similarity": None if ref is None or is_ref else m.jaccard(text, ref["text"] or ""),
-        "coverage": None if ref is None or is_ref else m.coverage(text, ref["text"] or ""),
+        "similarity": None if ref is None or is_ref else m.jaccard(bag(text), bag(ref["text"] or "")),
+        "coverage": None if ref is None or is_ref else m.coverage(bag(text), bag(ref["text"] or "")),
         "abstain": flags["abstain"],
         "numbered_list": flags["numbered_list"],
         "bullet_list": flags["bullet_list"],

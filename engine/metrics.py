@@ -24,6 +24,11 @@ Definitions, checked against the paper's released LIMA-OE generations
   sample, a bare fence, has an empty bag: counting its coverage as 0 would give 0.331.)
 * Aggregates are means over prompts of per-prompt means (pooling over all pairs gives the same
   table to three decimals here, but per-prompt is what BRIEF says).
+
+Every function taking a ``Text`` accepts a text or its word bag (a frozenset). Sessions store
+word bags keyed by the text's sha256 and ``word_bag_key()`` (the tokenizer, its version and
+this definition's), so ``overton stats`` and export tokenize each text once
+(``engine.stats.session_word_bags``); change ``WORD_BAG_VERSION`` whenever ``word_bag`` changes.
 """
 
 from __future__ import annotations
@@ -41,6 +46,28 @@ Text = str | frozenset  # a text, or its word bag when the caller already has it
 Prompts = Sequence[Sequence[str]]  # per prompt, that prompt's samples
 
 _ASCII_PUNCT = frozenset(string.punctuation)
+
+# Bump when word_bag() changes (tokenizer use, stopwords, punctuation rule): stored bags made
+# under another version are then ignored and recomputed.
+WORD_BAG_VERSION = 1
+
+
+@lru_cache(maxsize=1)
+def word_bag_key() -> str:
+    """The key stored word bags are filed under: NLTK's version (read from its VERSION file,
+    without importing nltk, which costs a second) and ``WORD_BAG_VERSION``."""
+    import importlib.util
+
+    version = "unknown"
+    spec = importlib.util.find_spec("nltk")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        try:
+            with open(f"{folder}/VERSION", encoding="utf-8") as fh:
+                version = fh.read().strip() or version
+            break
+        except OSError:
+            continue
+    return f"nltk-{version}/treebank-words/stop179/punct-P/v{WORD_BAG_VERSION}"
 
 
 @lru_cache(maxsize=1)
@@ -72,15 +99,20 @@ def word_bag(text: str) -> frozenset[str]:
     )
 
 
-def _bag(x: Text) -> frozenset:
+def as_bag(x: Text) -> frozenset:
+    """The word bag of a text; a bag (frozenset) is returned as it is."""
     return x if isinstance(x, frozenset) else word_bag(x)
+
+
+_bag = as_bag
 
 
 def jaccard(a: Text, b: Text) -> float | None:
     """|A∩B| / |A∪B|; None when both bags are empty."""
     a, b = _bag(a), _bag(b)
-    union = len(a | b)
-    return len(a & b) / union if union else None
+    common = len(a & b)
+    union = len(a) + len(b) - common  # |A∪B| without building it
+    return common / union if union else None
 
 
 def coverage(sample: Text, reference: Text) -> float | None:
@@ -158,13 +190,31 @@ _ABSTAIN = re.compile(
     rf"|(?:cannot|can{_APOS}t) (?:provide personal|condone)",
     re.IGNORECASE,
 )
+# Every _ABSTAIN match ends with one of these words (same flags) and starts at most 15
+# characters before it, so the full pattern (~0.15 ms per answer when scanning a whole text)
+# only runs on a short window before each occurrence. For an ASCII text, ``lower()`` is exactly
+# re.IGNORECASE's matching, so plain ``in`` tests rule most texts out first.
+_ABSTAIN_WORDS = ("model", "personal", "condone")
+_ABSTAIN_HINT = re.compile("|".join(_ABSTAIN_WORDS), re.IGNORECASE)
 _NUMBERED = re.compile(r"(\d+)\. ")
+
+
+def abstains(text: str) -> bool:
+    """Whether the text has an abstention phrase (``_ABSTAIN``)."""
+    if text.isascii():
+        low = text.lower()
+        if not any(w in low for w in _ABSTAIN_WORDS):
+            return False
+    return any(_ABSTAIN.search(text, max(0, hit.start() - 20), hit.end())
+               for hit in _ABSTAIN_HINT.finditer(text))
 
 
 def _numbered_list(lines: list[str]) -> bool:
     # Lines numbered 1, 2, ... in order (other lines may come between): need at least "1." then "2.".
     expected = 1
     for line in lines:
+        if not line[:1].isdigit():  # cheap: isdigit() holds for every character \d matches
+            continue
         m = _NUMBERED.match(line)
         if m and int(m.group(1)) == expected:
             expected += 1
@@ -175,7 +225,7 @@ def quality_flags(text: str) -> dict:
     """Quality-control flags: abstention phrase, numbered list, bullet list, length in words."""
     lines = [line.lstrip() for line in text.splitlines()]
     return {
-        "abstain": bool(_ABSTAIN.search(text)),
+        "abstain": abstains(text),
         "numbered_list": _numbered_list(lines),
         "bullet_list": sum(line.startswith("- ") for line in lines) >= 2,
         "words": word_count(text),

@@ -68,7 +68,7 @@ def _mean(values) -> float | None:
     return mean(values) if values else None
 
 
-def aggregation(samples: Sequence[str], reference_text: str | None) -> Aggregation | None:
+def aggregation(samples: Sequence[m.Text], reference_text: m.Text | None) -> Aggregation | None:
     """Information aggregation of one prompt's samples of a condition (None with < 2 samples).
 
     For each sample with a non-empty word bag: the share of its bag found in ``reference_text``
@@ -78,8 +78,8 @@ def aggregation(samples: Sequence[str], reference_text: str | None) -> Aggregati
     """
     if len(samples) < 2:
         return None
-    bags = [m.word_bag(t) for t in samples]
-    ref_bag = m.word_bag(reference_text) if reference_text is not None else None
+    bags = [m.as_bag(t) for t in samples]  # texts, or their word bags
+    ref_bag = m.as_bag(reference_text) if reference_text is not None else None
     in_ref, in_one, in_union = [], [], []
     for i, bag in enumerate(bags):
         if not bag:

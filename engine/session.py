@@ -14,11 +14,18 @@ Schema history (``SCHEMA_VERSION`` = the number of migrations): m001_initial (v1
 hints, generations, metrics, sessions_meta); m002_embeddings (v2: ``embeddings``, one unit
 float32 vector per (sha256 of the text, embedder model id)); m003_annotations (v3: hand-made
 ``annotations`` with soft-deleted history, and the full-text indexes ``prompts_fts`` /
-``generations_fts``, kept in sync by triggers). Opening a v1 or v2 file upgrades it.
+``generations_fts``, kept in sync by triggers); m004_word_bags (v4: ``word_bags``, the word bag
+of a text per (sha256 of the text, tokenizer key), so ``overton stats`` and export skip the
+tokenizer on a second run). Opening a v1, v2 or v3 file upgrades it.
+
+Start-up: sqlite-utils (~90 ms of imports) and ulid are imported only when something is
+written through them (an insert, a migration); opening an up-to-date file and reading it uses
+the sqlite3 connection alone, so ``overton stats`` and ``export`` start fast.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -29,16 +36,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping
-
-import sqlite_utils
-from ulid import ULID
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from engine import __version__
 
+if TYPE_CHECKING:
+    import sqlite_utils
+
 # Bump together with a new migration; stored in PRAGMA user_version so that an older overton
 # can tell that a file was written by a newer one (and refuse it instead of misreading it).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MIGRATION_SET = "overton"
 SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_MS = 5000
@@ -65,6 +72,8 @@ def now_iso() -> str:
 
 
 def new_id() -> str:
+    from ulid import ULID  # lazy: ~15 ms of imports that read-only commands never need
+
     return str(ULID())
 
 
@@ -74,6 +83,8 @@ def new_ids(n: int) -> list[str]:
     Rows written in one batch share a millisecond; independent ULIDs would then sort at random,
     and the "newest batch" rule (ordering by ``created_at, id``) would scramble the batch.
     """
+    from ulid import ULID
+
     first = int(ULID())
     return [str(ULID.from_int(first + k)) for k in range(n)]
 
@@ -177,7 +188,31 @@ def _exists(path: Path, kind: str = "any") -> bool:
 
 # --------------------------------------------------------------------------- schema
 
-migrations = sqlite_utils.Migrations(MIGRATION_SET)
+# The migrations in order (schema version = their number). Plain functions, registered with a
+# sqlite_utils.Migrations set only when one has to run (``_migrations()``; also importable as
+# ``engine.session.migrations``), so opening an up-to-date file never imports sqlite-utils.
+MIGRATIONS: list = []
+
+
+def _migration(fn):
+    MIGRATIONS.append(fn)
+    return fn
+
+
+@functools.lru_cache(maxsize=1)
+def _migrations() -> sqlite_utils.Migrations:
+    import sqlite_utils
+
+    registered = sqlite_utils.Migrations(MIGRATION_SET)
+    for fn in MIGRATIONS:
+        registered()(fn)
+    return registered
+
+
+def __getattr__(name: str):
+    if name == "migrations":
+        return _migrations()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # Plain DDL rather than Table.create(): hints and generations reference each other
@@ -246,7 +281,7 @@ M001_SQL = [
 ]
 
 
-@migrations()
+@_migration
 def m001_initial(db: sqlite_utils.Database) -> None:
     for statement in M001_SQL:
         db.execute(statement)
@@ -271,7 +306,7 @@ M002_SQL = [
 ]
 
 
-@migrations()
+@_migration
 def m002_embeddings(db: sqlite_utils.Database) -> None:
     """Sentence embeddings keyed by text, so metrics can be recomputed without the embedder."""
     for statement in M002_SQL:
@@ -347,7 +382,7 @@ def fts5_available(conn: sqlite3.Connection) -> bool:
         return False
 
 
-@migrations()
+@_migration
 def m003_annotations(db: sqlite_utils.Database) -> None:
     """Hand-made annotations (ratings, labels, notes, preferences) and full-text search.
 
@@ -360,7 +395,26 @@ def m003_annotations(db: sqlite_utils.Database) -> None:
             db.execute(statement)
 
 
-KNOWN_MIGRATIONS = frozenset(m.name for m in migrations._migrations)
+
+WORD_BAGS_SQL = [
+    """CREATE TABLE word_bags (
+        content_hash TEXT NOT NULL,       -- sha256 hex of the text's UTF-8 bytes (content_hash())
+        tokenizer TEXT NOT NULL,          -- engine.metrics.WORD_BAG_KEY: tokenizer, stopwords, version
+        bag_json TEXT NOT NULL,           -- the word bag: a sorted JSON list of distinct tokens
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (content_hash, tokenizer)
+    )""",
+]
+
+
+@_migration
+def m004_word_bags(db: sqlite_utils.Database) -> None:
+    """Word bags keyed by text, so statistics can be recomputed without the tokenizer."""
+    for statement in WORD_BAGS_SQL:
+        db.execute(statement)
+
+
+KNOWN_MIGRATIONS = frozenset(fn.__name__ for fn in MIGRATIONS)
 
 GENERATION_FIELDS = frozenset(
     {
@@ -469,10 +523,31 @@ class Session:
     def __init__(self, path: Path, conn: sqlite3.Connection):
         self.path = path
         self.conn = conn
-        self.db = sqlite_utils.Database(conn, execute_plugins=False)
+        self._db: sqlite_utils.Database | None = None
         # One connection shared by the TUI's worker threads: the lock serialises its use.
         self.lock = threading.RLock()
         self._tx_depth = 0  # > 0 inside _write() / transaction(); guarded by self.lock
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """A sqlite-utils view of the connection, made on first use (imports sqlite-utils)."""
+        if self._db is None:
+            import sqlite_utils
+
+            self._db = sqlite_utils.Database(self.conn, execute_plugins=False)
+        return self._db
+
+    def _up_to_date(self) -> bool:
+        """Every known migration applied and the schema version ours: nothing to run."""
+        conn = self.conn
+        if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            return False
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlite_migrations'"
+                            ).fetchone():
+            return False
+        applied = {r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = ?",
+                                              [MIGRATION_SET])}
+        return applied >= KNOWN_MIGRATIONS
 
     # ----- opening / closing
 
@@ -503,7 +578,11 @@ class Session:
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA foreign_keys = ON")
-            session.db.enable_wal()  # lets a second process read and write alongside us
+            # WAL lets a second process read and write alongside us (what sqlite-utils'
+            # enable_wal() does, without importing it)
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                with conn:
+                    conn.execute("PRAGMA journal_mode=wal")
             with session._write():
                 # Re-check under the write lock: another process may have upgraded the file.
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -512,7 +591,8 @@ class Session:
                         f"{path} was just upgraded by a newer overton (schema {version}). "
                         "Upgrade overton to open it."
                     )
-                migrations.apply(session.db)
+                if not session._up_to_date():
+                    _migrations().apply(session.db)
                 if version != SCHEMA_VERSION:
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except SessionError:
@@ -591,7 +671,7 @@ class Session:
 
     def meta(self) -> dict[str, str]:
         with self.lock:
-            return {r["key"]: r["value"] for r in self.db["sessions_meta"].rows}
+            return dict(self.conn.execute("SELECT key, value FROM sessions_meta ORDER BY rowid").fetchall())
 
     def set_meta(self, key: str, value: str) -> None:
         with self._write():
@@ -739,6 +819,53 @@ class Session:
             return dict(self.conn.execute(
                 "SELECT model_id, count(*) FROM embeddings GROUP BY model_id ORDER BY model_id"
             ).fetchall())
+
+    # ----- word bags (engine.metrics.word_bag, stored by engine.stats.session_word_bags)
+
+    def store_word_bags(self, tokenizer: str, bags: Mapping[str, Iterable[str]]) -> int:
+        """Store ``{text: word bag}`` made by the tokenizer named ``tokenizer`` (a key such as
+        ``engine.metrics.WORD_BAG_KEY``), replacing what was stored for the same text and key;
+        returns the count. Bags are kept as sorted JSON lists."""
+        if not tokenizer:
+            raise ValueError("store_word_bags needs the tokenizer key")
+        now = now_iso()
+        records = [(content_hash(text), tokenizer, json.dumps(sorted(bag), ensure_ascii=False), now)
+                   for text, bag in bags.items()]
+        with self._write():
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO word_bags (content_hash, tokenizer, bag_json, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                records,
+            )
+        return len(records)
+
+    def word_bags_for(self, tokenizer: str, texts: Iterable[str]) -> dict[str, frozenset[str]]:
+        """``{text: word bag}`` for those of ``texts`` with a bag stored under ``tokenizer``;
+        texts without one (or with a damaged row) are absent from the result."""
+        by_hash: dict[str, list[str]] = {}
+        for text in texts:
+            by_hash.setdefault(content_hash(text), []).append(text)
+        hashes = list(by_hash)
+        out: dict[str, frozenset[str]] = {}
+        with self.lock:
+            for start in range(0, len(hashes), 500):  # stay well under SQLite's variable limit
+                chunk = hashes[start:start + 500]
+                cursor = self.conn.execute(
+                    "SELECT content_hash, bag_json FROM word_bags "
+                    f"WHERE tokenizer = ? AND content_hash IN ({','.join('?' * len(chunk))})",
+                    [tokenizer, *chunk],
+                )
+                for digest, bag_json in cursor.fetchall():
+                    try:
+                        tokens = json.loads(bag_json)
+                    except ValueError:
+                        continue
+                    if not isinstance(tokens, list):
+                        continue
+                    bag = frozenset(tokens)
+                    for text in by_hash[digest]:
+                        out[text] = bag
+        return out
 
     def add_metrics(self, prompt_id: str, rows: list[dict]) -> None:
         """Store metric rows; rows already stored for the same (name, condition, other_condition)

@@ -32,11 +32,17 @@ between annotators (``engine.annotations.agreement``).
 Undefined values (Jaccard of two empty bags, coverage of an empty bag) are skipped, as in
 engine.metrics, and a prompt without a defined value is left out of the mean over prompts.
 Pure Python + numpy: ``overton stats`` never imports torch.
+
+Word bags come from the session when stored (``session_word_bags``: table ``word_bags``, keyed
+by the text's sha256 and ``metrics.word_bag_key()``); the ones computed are stored for the next
+run, so a second ``overton stats`` neither imports NLTK nor tokenizes. The figures are the same
+either way (a stored bag is the computed one).
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import asdict, dataclass, field
 from statistics import mean
 from typing import Iterable
@@ -128,6 +134,24 @@ def _mean(values: Iterable[float | None]) -> float | None:
     return mean(kept) if kept else None
 
 
+def session_word_bags(session: Session, texts: Iterable[str], store: bool = True) -> dict[str, frozenset]:
+    """``{text: word bag}`` for every text: the bags stored in the session, the others computed
+    with ``metrics.word_bag`` and (``store``) stored for next time. A session that cannot be
+    written (read-only, locked) only loses the caching, never the figures."""
+    wanted = set(texts)
+    key = m.word_bag_key()
+    bags = session.word_bags_for(key, wanted) if wanted else {}
+    missing = {t: m.word_bag(t) for t in wanted if t not in bags}
+    if missing:
+        bags.update(missing)
+        if store:
+            try:
+                session.store_word_bags(key, missing)
+            except sqlite3.Error:
+                pass
+    return bags
+
+
 def _order(conditions: Iterable[str], reference: str, base: str | None) -> list[str]:
     """Base first, the reference (the ceiling) last; the workbench's own conditions in their
     usual order, any other (imported) names alphabetically."""
@@ -198,9 +222,11 @@ def compute_stats(
                     needed.update(t for i, t in batch.items() if not (cond == ref_name and i == 0))
         vectors = session.embeddings_for(model_id, needed)
 
+    bags = session_word_bags(session, (t for prompts in per_condition.values()
+                                       for batch in prompts.values() for t in batch.values()))
     rows = []
     for cond in _order(per_condition, ref_name, base_name):
-        rows.append(_condition_stats(cond, per_condition[cond], refs, ref_name, base_name, vectors, model_id))
+        rows.append(_condition_stats(cond, per_condition[cond], refs, ref_name, base_name, vectors, model_id, bags))
 
     base_row = next((r for r in rows if r.condition == base_name), None)
     ref_row = next((r for r in rows if r.condition == ref_name), None)
@@ -233,7 +259,10 @@ def gap_closed(sim: float | None, base_sim: float | None, ceiling: float | None)
     return (sim - base_sim) / (ceiling - base_sim) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
-def _condition_stats(cond, prompts, refs, ref_name, base_name, vectors, model_id) -> ConditionStats:
+def _condition_stats(cond, prompts, refs, ref_name, base_name, vectors, model_id, bags=None) -> ConditionStats:
+    """One condition's row; ``bags`` ({text: word bag}, e.g. from ``session_word_bags``) saves
+    tokenizing, texts missing from it are tokenized."""
+    bag = (lambda t: bags[t] if t in bags else m.as_bag(t)) if bags else m.as_bag
     is_ref = cond == ref_name
     all_texts = [t for batch in prompts.values() for t in batch.values()]
     per_prompt = [list(batch.values()) for batch in prompts.values()]
@@ -260,16 +289,20 @@ def _condition_stats(cond, prompts, refs, ref_name, base_name, vectors, model_id
 
     info = (None, None, None)
     if not is_ref:
-        info = _aggregation([(list(batch.values()), refs[pid]) for pid, batch in prompts.items() if pid in refs])
+        info = _aggregation([([bag(t) for t in batch.values()], bag(refs[pid]))
+                             for pid, batch in prompts.items() if pid in refs])
+    bag_per_prompt = [[bag(t) for t in texts] for texts in per_prompt]
+    bag_compared = [[bag(t) for t in texts] for texts in compared]
+    bag_refs = [bag(t) for t in ref_texts]
 
     return ConditionStats(
         condition=cond,
         prompts=len(prompts),
         samples=len(all_texts),
         mean_words=m.mean_words(all_texts),
-        diversity=m.diversity(per_prompt),
-        similarity=m.similarity(compared, ref_texts) if compared else None,
-        coverage=m.coverage_mean(compared, ref_texts) if compared else None,
+        diversity=m.diversity(bag_per_prompt),
+        similarity=m.similarity(bag_compared, bag_refs) if compared else None,
+        coverage=m.coverage_mean(bag_compared, bag_refs) if compared else None,
         embedding_similarity=emb,
         gap_closed=None,
         abstain_rate=rate("abstain"),
@@ -285,7 +318,7 @@ def _condition_stats(cond, prompts, refs, ref_name, base_name, vectors, model_id
     )
 
 
-def _aggregation(prompts: list[tuple[list[str], str]]) -> tuple[float | None, float | None, float | None]:
+def _aggregation(prompts: list[tuple[list[m.Text], m.Text]]) -> tuple[float | None, float | None, float | None]:
     """Means over prompts (with >= 2 samples) of the per-prompt figures of
     ``prompt_metrics.aggregation`` (the same rule the app shows for one prompt)."""
     per_prompt = [a for a in (aggregation(samples, ref) for samples, ref in prompts) if a is not None]

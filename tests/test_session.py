@@ -70,7 +70,7 @@ def test_create_reopen_append(tmp_path):
     assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     applied = raw.execute("SELECT migration_set, name, applied_at FROM _sqlite_migrations").fetchall()
     assert [(a, b) for a, b, _ in applied] == [("overton", "m001_initial"), ("overton", "m002_embeddings"),
-                                               ("overton", "m003_annotations")]  # applied once
+                                               ("overton", "m003_annotations"), ("overton", "m004_word_bags")]  # applied once
     assert raw.execute("SELECT value FROM sessions_meta WHERE key='notes'").fetchone()[0] == "pilot run"
     raw.close()
 
@@ -526,9 +526,9 @@ def test_v1_file_is_upgraded(tmp_path):
         assert s.embedding_models() == {}
         s.store_embeddings("m", {"old answer": [1.0, 0.0]})
     raw = sqlite3.connect(path)
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     names = [r[0] for r in raw.execute("SELECT name FROM _sqlite_migrations ORDER BY rowid")]
-    assert names == ["m001_initial", "m002_embeddings", "m003_annotations"]
+    assert names == ["m001_initial", "m002_embeddings", "m003_annotations", "m004_word_bags"]
     cols = {r[1]: (r[2], r[5]) for r in raw.execute("PRAGMA table_info(embeddings)")}
     assert cols == {"content_hash": ("TEXT", 1), "model_id": ("TEXT", 2), "dim": ("INTEGER", 0),
                     "vector": ("BLOB", 0), "created_at": ("TEXT", 0)}
@@ -650,9 +650,9 @@ def test_v2_file_is_upgraded_with_annotations_and_search(tmp_path):
         a = Annotations(s, "ann")
         assert a.set_rating("G1", 4) == "base sample 0: rating 4"
     raw = sqlite3.connect(path)
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     names = [r[0] for r in raw.execute("SELECT name FROM _sqlite_migrations ORDER BY rowid")]
-    assert names == ["m001_initial", "m002_embeddings", "m003_annotations"]
+    assert names == ["m001_initial", "m002_embeddings", "m003_annotations", "m004_word_bags"]
     cols = {r[1]: (r[2], r[3], r[5]) for r in raw.execute("PRAGMA table_info(annotations)")}
     assert cols == {"id": ("TEXT", 0, 1), "prompt_id": ("TEXT", 1, 0), "generation_id": ("TEXT", 0, 0),
                     "annotator": ("TEXT", 1, 0), "kind": ("TEXT", 1, 0), "value": ("TEXT", 1, 0),
@@ -726,7 +726,7 @@ def test_prompt_overview_and_listing(tmp_path):
     assert set(infos) == {"a.db", "notes.db"}
     a = infos["a.db"]
     # generations counts answers, as prompt_overview does: the hint summary is not one
-    assert (a["schema"], a["prompts"], a["generations"], a["annotations"], a["error"]) == (3, 2, 2, 4, None)
+    assert (a["schema"], a["prompts"], a["generations"], a["annotations"], a["error"]) == (SCHEMA_VERSION, 2, 2, 4, None)
     assert "not a SQLite database" in infos["notes.db"]["error"]
     assert sha(path) == before  # listing reads without writing
     assert list_sessions(tmp_path / "absent") == []
