@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+
+from tui.lazy import LazyConsole
 
 app = typer.Typer(
     add_completion=False,
@@ -22,8 +21,8 @@ app = typer.Typer(
     help="overton: compare a base model, its aligned sibling and the hint-guided base model.",
     rich_markup_mode="rich",
 )
-console = Console()
-err = Console(stderr=True)
+console = LazyConsole()  # rich.console is imported on first use, never by --help
+err = LazyConsole(stderr=True)
 
 SessionOpt = typer.Option(None, "--session", "-s", help="Session name (in the sessions dir) or path to a .db file.")
 ModelsOpt = typer.Option("default", "--models", "-m", help="Trio name (see `overton models`) or base=PATH_OR_ID,aligned=...,embedder=...")
@@ -51,6 +50,8 @@ def USER_ERRORS() -> tuple[type[Exception], ...]:
 
 def fail(message: str, code: int = 1) -> None:
     # Messages quote what the user typed (paths, names): show control characters as symbols.
+    from rich.text import Text
+
     from engine.sanitize import printable
 
     err.print(Text("error: ", style="bold red") + Text(printable(message)))
@@ -151,6 +152,8 @@ def main_command(
         store.close()
         if final is not store:  # the user switched sessions in the app
             final.close()
+    from rich.text import Text
+
     console.print(Text(f"session saved in {final.path}"))
 
 
@@ -202,9 +205,9 @@ def run(
 
     try:
         if lines is not None:
-            finished = run_batch(console, trio, store, settings, lines, chosen, pool=pairs)
+            finished = run_batch(console.real, trio, store, settings, lines, chosen, pool=pairs)
         else:
-            finished = run_prompt(console, trio, store, settings, prompt, hint, chosen, pool=pairs)
+            finished = run_prompt(console.real, trio, store, settings, prompt, hint, chosen, pool=pairs)
     except USER_ERRORS() as exc:
         fail(str(exc))
     finally:
@@ -219,6 +222,9 @@ def models_command(
     api_key_env: Optional[str] = ApiKeyEnvOpt,
 ) -> None:
     """List the model trios (built in and from overton.toml), the inference servers, and whether each model is ready."""
+    from rich.table import Table
+    from rich.text import Text
+
     from engine.models import TRIOS, ModelUnavailable, parse_models, readiness
     from engine.servers import load_config
 

@@ -13,18 +13,19 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
-from rich import box
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from tui.formats import fmt as _fmt, pct as _pct
+from tui.lazy import LazyConsole
 
-console = Console()
-err = Console(stderr=True)
+if TYPE_CHECKING:  # imported where used: `overton --help` needs none of rich's renderables
+    from rich.table import Table
+    from rich.text import Text
+
+console = LazyConsole()  # rich.console is imported on first use, never by `overton --help`
+err = LazyConsole(stderr=True)
 
 MAX_BAD_SHOWN = 30
 
@@ -33,13 +34,15 @@ DirOpt = typer.Option(None, "--sessions-dir", envvar="OVERTON_SESSIONS_DIR",
 
 
 def _t(text: object, style: str = "") -> Text:
+    from rich.text import Text  # here, not at the top: `overton --help` never needs rich.text
+
     from engine.sanitize import printable
 
     return Text(printable(str(text)), style=style)
 
 
 def _fail(message: str, code: int = 1) -> None:
-    err.print(Text("error: ", style="bold red") + _t(message), soft_wrap=True)
+    err.print(_t("error: ", "bold red") + _t(message), soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -66,7 +69,7 @@ def _open_existing(session: str, sessions_dir: Optional[Path]):
 def _print_bad(bad, heading: str) -> None:
     err.print(_t(heading, "bold yellow"))
     for b in bad[:MAX_BAD_SHOWN]:
-        err.print(Text("  ") + _t(str(b)), soft_wrap=True)  # one line each: easy to grep
+        err.print(_t("  ") + _t(str(b)), soft_wrap=True)  # one line each: easy to grep
     if len(bad) > MAX_BAD_SHOWN:
         err.print(_t(f"  … and {len(bad) - MAX_BAD_SHOWN} more"))
 
@@ -200,6 +203,9 @@ def stats_command(
 
 
 def _table(title) -> Table:
+    from rich import box  # here, not at the top: `overton --help` never needs rich.table
+    from rich.table import Table
+
     # No vertical rules and one space between columns: five long condition names and nine
     # figures still fit an 80-column terminal.
     return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
@@ -213,7 +219,7 @@ def _print_stats(stats, path) -> None:
     for col in ("prompts", "samples", "words", "divers.", "sim.", "cov.", "emb.", "gap"):
         main.add_column(col, justify="right", no_wrap=True)
     for r in stats.rows:
-        name = _t(r.condition, "bold" if r.is_base or r.is_reference else "") + Text("*" if r.is_reference else "")
+        name = _t(r.condition, "bold" if r.is_base or r.is_reference else "") + _t("*" if r.is_reference else "")
         main.add_row(name, str(r.prompts), str(r.samples), _fmt(r.mean_words, 0), _fmt(r.diversity),
                      _fmt(r.similarity), _fmt(r.coverage), _fmt(r.embedding_similarity), _fmt(r.gap_closed))
     console.print(main)
