@@ -40,6 +40,8 @@ from engine.session import Session, now_iso
 
 RESERVED_CONDITIONS = frozenset({"summary"})  # hint summaries; not a condition
 BOM = b"\xef\xbb\xbf"
+WIDE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+             (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
 FORMS = ("samples", "text", "hint")
 
 
@@ -267,6 +269,10 @@ def parse_file(path: str | Path, condition: str | None = None, seen: _Seen | Non
         raise ImportFailed(f"cannot read {display}: {e.strerror or e}") from None
 
     parsed = ParsedFile(path, path.name, default_condition(path))
+    for bom, encoding in WIDE_BOMS:
+        if data.startswith(bom):  # every line would be "not valid UTF-8": say it once
+            parsed.bad.append(BadLine(display, None, f"the file is {encoding} encoded; save it as UTF-8"))
+            return parsed
     if data.startswith(BOM):
         data = data[len(BOM):]
     raw_lines = data.split(b"\n")

@@ -58,6 +58,9 @@ GENERATION_SOURCES = frozenset({"generated", "imported"})
 # Windows forbids these in file names; rejecting them everywhere keeps session files portable.
 RESERVED_CHARS = set(':*?"<>|')
 _NAME_RE = re.compile(r"[\w.\-]+")  # letters (any script), digits, '_', '.', '-'
+# Windows device names, reserved with any suffix ('con.db' opens the console there).
+RESERVED_NAMES = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
+                            *(f"LPT{i}" for i in range(1, 10))})
 _MAX_NAME = 200
 SESSION_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
@@ -155,6 +158,8 @@ def resolve_session_path(name_or_path: str | Path | None, sessions_dir: Path) ->
                     f"The path {text!r} contains reserved characters {''.join(bad)!r}. "
                     "Choose a path without them."
                 )
+            if _reserved_name(candidate.name):
+                raise SessionError(f"{candidate.name!r} is a reserved device name on Windows; choose another file name.")
         return candidate
 
     bad = sorted(set(text) & RESERVED_CHARS)
@@ -170,7 +175,13 @@ def resolve_session_path(name_or_path: str | Path | None, sessions_dir: Path) ->
         )
     if len(text) > _MAX_NAME:
         raise SessionError(f"The session name is too long ({len(text)} characters, max {_MAX_NAME}).")
+    if _reserved_name(text):
+        raise SessionError(f"{text!r} is a reserved device name on Windows; choose another session name.")
     return in_sessions
+
+
+def _reserved_name(name: str) -> bool:
+    return name.split(".")[0].strip().upper() in RESERVED_NAMES
 
 
 def _is_windows() -> bool:

@@ -51,7 +51,8 @@ from engine.settings import GenerationSettings
 from engine.workbench import NoPool, Workbench
 from tui import messages as msg
 from tui.annotate import ANNOTATION_BINDINGS, RATING_ACTIONS, AnnotationActions
-from tui.panes import AnswerPane, ConditionState, MetricsPanel, condition_label, safe_text
+from tui.errors import user_message
+from tui.panes import NOT_SAVED, AnswerPane, ConditionState, MetricsPanel, condition_label, safe_text
 from tui.screens import SCREEN_BINDINGS, ScreenActions
 
 HINT_LABEL = "Hint (summary of aligned sample 0) — edit and press ctrl+r to regenerate the hinted pane"
@@ -306,6 +307,10 @@ class OvertonApp(AnnotationActions, ScreenActions, App):
         self.set_status(text, "bold red")
         self.notify(printable(text), title="error", severity="error", markup=False, timeout=8)
 
+    def _explain(self, exc: BaseException) -> str:
+        """The message for a failure: plain words for SQLite and chat-template errors."""
+        return user_message(exc, getattr(self.session, "path", None)) or str(exc)
+
     def _emit(self, event: object) -> None:
         """The workbench's callback; runs in worker threads (post_message is thread-safe)."""
         self.post_message(msg.wrap(event))
@@ -380,7 +385,7 @@ class OvertonApp(AnnotationActions, ScreenActions, App):
             return
         except Exception as exc:
             if not self.busy:  # a waiting generation reports the same error itself
-                self.post_message(msg.JobFailed("load", type(exc).__name__, str(exc)))
+                self.post_message(msg.JobFailed("load", type(exc).__name__, self._explain(exc)))
 
     # -- generation -----------------------------------------------------------------------
     def _start_run(self, prompt_id: str, hint: str | None, conditions: tuple[str, ...], job: str) -> None:
@@ -400,7 +405,7 @@ class OvertonApp(AnnotationActions, ScreenActions, App):
         except _Stopped:
             pass
         except Exception as exc:
-            self.post_message(msg.JobFailed(job, type(exc).__name__, str(exc)))
+            self.post_message(msg.JobFailed(job, type(exc).__name__, self._explain(exc)))
             try:  # show whatever was generated before the error
                 if self.models_ready:
                     self.workbench.update_metrics(prompt_id)
@@ -474,7 +479,7 @@ class OvertonApp(AnnotationActions, ScreenActions, App):
         try:
             prompt_id = self.workbench.add_prompt(text)
         except Exception as exc:  # EmptyPrompt, SessionError, sqlite errors
-            self.show_error(str(exc), type(exc).__name__)
+            self.show_error(self._explain(exc), type(exc).__name__)
             return None
         self.last_error = None
         self.prompt_id = prompt_id
@@ -795,6 +800,14 @@ class OvertonApp(AnnotationActions, ScreenActions, App):
     def on_job_ended(self, message: msg.JobEnded) -> None:
         self.jobs_ended += 1
         self._flush_text()
+        for cond, st in self.states.items():
+            # Streamed, but the job failed before the answer was stored (a full disk...): keep
+            # it on screen, marked as not saved.
+            unsaved = [s for s in st.samples.values() if s.finish_reason is None]
+            for sample in unsaved:
+                sample.finish_reason = NOT_SAVED
+            if unsaved:
+                self._redraw(cond)
         self._set_busy(False)
         if self.samples_next is not None:
             self.set_samples(self.samples_next)

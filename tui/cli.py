@@ -184,6 +184,11 @@ def run(
 
     if (prompt is None) == (prompts is None):
         fail("give either a PROMPT or --prompts FILE", 2)
+    from tui.errors import is_invalid_text, user_message
+
+    for what, text in (("prompt", prompt), ("hint", hint)):
+        if is_invalid_text(text):
+            fail(f"the {what} is not valid UTF-8 text (check the terminal's encoding): {text!r}", 2)
     if prompt is not None and not prompt.strip():
         fail("the prompt is empty; give a question or instruction", 2)
     if hint is not None and not hint.strip():
@@ -210,6 +215,11 @@ def run(
             finished = run_prompt(console.real, trio, store, settings, prompt, hint, chosen, pool=pairs)
     except USER_ERRORS() as exc:
         fail(str(exc))
+    except Exception as exc:  # SQLite (disk full, read-only), a chat template refused by the sandbox
+        message = user_message(exc, store.path)
+        if message is None:
+            raise
+        fail(message)
     finally:
         store.close()
     if not finished:

@@ -11,6 +11,7 @@ markup or escape sequences in data are shown literally. Registered on the main a
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional
@@ -66,6 +67,13 @@ def _open_existing(session: str, sessions_dir: Optional[Path]):
         _fail(str(exc))
 
 
+def _stdout_is_terminal() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def _print_bad(bad, heading: str) -> None:
     err.print(_t(heading, "bold yellow"))
     for b in bad[:MAX_BAD_SHOWN]:
@@ -117,7 +125,7 @@ def import_command(
         _remove_new_session(path, existed)
         _print_bad(exc.bad_lines, f"{len(exc.bad_lines)} bad line{'s' if len(exc.bad_lines) != 1 else ''}:")
         _fail(str(exc))
-    except (SessionError, ValueError, OSError) as exc:
+    except (SessionError, ValueError, OSError, sqlite3.Error) as exc:  # e.g. disk full: rolled back
         store.close()
         _remove_new_session(path, existed)
         _fail(f"import failed, nothing was written: {exc}")
@@ -329,7 +337,12 @@ def embed_command(
             for start in range(0, len(missing), batch_size):
                 chunk = missing[start:start + batch_size]
                 vectors = embedder.embed(chunk)
-                store.store_embeddings(spec.id, dict(zip(chunk, vectors)))  # each chunk kept if interrupted
+                try:
+                    store.store_embeddings(spec.id, dict(zip(chunk, vectors)))  # each chunk kept if interrupted
+                except sqlite3.Error as exc:
+                    from tui.errors import user_message
+
+                    _fail(user_message(exc, store.path))
                 progress.advance(task, len(chunk))
         console.print(_t(f"stored {len(missing)} embeddings from {spec.name} ({spec.id}); "
                          f"{len(texts) - len(missing)} were already there."))
@@ -378,7 +391,12 @@ def export_command(
     finally:
         store.close()
     if to_stdout:
-        sys.stdout.write(render(data, name))
+        text = render(data, name)
+        if _stdout_is_terminal():  # piped or redirected, the output stays exact
+            from engine.sanitize import printable
+
+            text = printable(text)
+        sys.stdout.write(text)
         sys.stdout.flush()
         return
     try:

@@ -62,11 +62,11 @@ class _Printer:
         c = self.console
         if isinstance(event, ev.ModelProgress):
             if event.fraction is None or event.fraction in (0.0, 1.0):
-                c.print(Text(f"[{event.role}] {event.message}", style="dim"))
+                c.print(Text(printable(f"[{event.role}] {event.message}"), style="dim"))
         elif isinstance(event, ev.GenerationStarted):
             label = CONDITIONS[event.condition].label if event.condition in CONDITIONS else "hint (summary of aligned sample 0)"
             c.print()
-            c.rule(Text(f"{label} · {event.model_name} · sample {event.sample_index + 1}/{self.samples}"),
+            c.rule(Text(printable(f"{label} · {event.model_name} · sample {event.sample_index + 1}/{self.samples}")),
                    align="left")
         elif isinstance(event, ev.TextDelta):
             c.print(Text(printable(event.text)), end="", soft_wrap=True)
@@ -80,7 +80,7 @@ class _Printer:
         elif isinstance(event, ev.MetricsReady):
             self.metrics = event.metrics
         elif isinstance(event, ev.Notice):
-            c.print(Text(f"note: {event.message}", style="yellow"))
+            c.print(Text(printable(f"note: {event.message}"), style="yellow"))
 
 
 def _run_interruptible(work, console: Console, name: str) -> dict:
@@ -168,12 +168,12 @@ def run_batch(console: Console, trio, session, settings, prompts, conditions, po
         if isinstance(event, ev.GenerationDone) and event.condition in counted:
             progress.advance(task)
         elif isinstance(event, ev.GenerationStarted):
-            progress.update(task, description=f"prompt {state['prompt']}/{len(prompts)} · {event.condition} "
-                                               f"sample {event.sample_index + 1}")
+            progress.update(task, description=printable(f"prompt {state['prompt']}/{len(prompts)} · "
+                                                        f"{event.condition} sample {event.sample_index + 1}"))
         elif isinstance(event, ev.Notice):
-            progress.console.print(Text(f"note: {event.message}", style="yellow"))
+            progress.console.print(Text(printable(f"note: {event.message}"), style="yellow"))
         elif isinstance(event, ev.ModelProgress) and (event.fraction is None or event.fraction in (0.0, 1.0)):
-            progress.console.print(Text(f"[{event.role}] {event.message}", style="dim"))
+            progress.console.print(Text(printable(f"[{event.role}] {event.message}"), style="dim"))
 
     bench = Workbench(trio, session, settings, emit=emit, pool=pool)
     def work(cancel, outcome):

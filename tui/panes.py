@@ -28,6 +28,9 @@ from engine.metrics import word_count
 from engine.sanitize import printable
 
 
+NOT_SAVED = "not saved"  # a pane's answer whose store failed (finish reason shown in its title)
+
+
 def safe_text(text: str, style: str = "") -> Text:
     """A Text showing ``text`` literally: no markup, control characters as visible symbols."""
     return Text(printable(text or ""), style=style, no_wrap=False)
@@ -275,7 +278,7 @@ class AnswerPane(Vertical, can_focus=True):
                 title.append("generating…", style="italic")
             else:
                 rate = f"{state.tokens / state.duration_s:.1f}" if state.tokens and state.duration_s else "—"
-                style = "bold red" if state.finish_reason == "cancelled" else "green"
+                style = "bold red" if state.finish_reason in ("cancelled", NOT_SAVED) else "green"
                 title.append(f" · {_words(state.words)} · {rate} tok/s · ")
                 title.append(printable(state.finish_reason), style=style)
             gen = self.state.generating
