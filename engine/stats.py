@@ -168,6 +168,8 @@ def _pick_embedding_model(session: Session, requested: str | None) -> str | None
     if requested:
         return requested
     stored = session.embedding_models()
+    if not stored:
+        return None
     from engine.models import TRIOS  # light: no torch
 
     default_id = TRIOS["default"].embedder.id
