@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib.resources import files
 
 FENCE = "```"
 QUERY_MARK = "# Query:"
@@ -26,6 +25,10 @@ class Example:
 
 def data_text(name: str) -> str:
     """A data file shipped in engine/data (prompts, examples), as text."""
+    # Here, not at the top: importlib.resources (+ tempfile, random) costs ~3 ms that
+    # `overton stats`, which imports engine.conditions -> engine.prompts, never needs.
+    from importlib.resources import files
+
     return files("engine").joinpath("data", name).read_text(encoding="utf-8")
 
 

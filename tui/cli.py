@@ -19,7 +19,9 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=False,
     help="overton: compare a base model, its aligned sibling and the hint-guided base model.",
-    rich_markup_mode="rich",
+    # Plain (click) help and usage errors: typer's rich help imports typer.rich_utils ->
+    # rich.markdown -> markdown_it, which alone doubles the start-up of `overton --help`.
+    rich_markup_mode=None,
 )
 console = LazyConsole()  # rich.console is imported on first use, never by --help
 err = LazyConsole(stderr=True)
