@@ -25,9 +25,9 @@ import itertools
 import json
 import sqlite3
 from dataclasses import dataclass, field
-from statistics import mean
 from typing import Any, Iterable
 
+from engine.averages import mean
 from engine.session import Session, new_id, now_iso, where_equal
 
 DEFAULT_LABELS = ("helpful", "irrelevant", "refusal", "repetitive", "off-topic", "factual error")

@@ -38,9 +38,9 @@ import re
 import string
 import unicodedata
 from functools import lru_cache
-from importlib.resources import files
-from statistics import mean
 from typing import Iterable, Sequence
+
+from engine.averages import mean
 
 Text = str | frozenset  # a text, or its word bag when the caller already has it
 Prompts = Sequence[Sequence[str]]  # per prompt, that prompt's samples
@@ -73,6 +73,9 @@ def word_bag_key() -> str:
 @lru_cache(maxsize=1)
 def stopwords() -> frozenset[str]:
     """NLTK's classic 179-word English list, shipped in engine/data (no downloads)."""
+    # Here, not at the top: only tokenizing needs it; stored word bags do not.
+    from importlib.resources import files
+
     text = files("engine").joinpath("data", "stopwords_en.txt").read_text(encoding="utf-8")
     return frozenset(w for w in (line.strip() for line in text.splitlines()) if w)
 

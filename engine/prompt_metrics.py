@@ -7,10 +7,10 @@ recomputed headless from the vectors stored in the session, without torch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from statistics import mean
 from typing import Sequence
 
 from engine import metrics as m
+from engine.averages import mean
 from engine.conditions import REFERENCE
 
 

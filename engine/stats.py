@@ -44,10 +44,10 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import asdict, dataclass, field
-from statistics import mean
 from typing import Iterable
 
 from engine import metrics as m
+from engine.averages import mean
 from engine.prompt_metrics import aggregation
 from engine.conditions import CONDITIONS, REFERENCE
 from engine.session import Session

@@ -105,3 +105,60 @@ def test_data_modules_do_not_import_torch():
     loaded = _modules_after("import engine.importer, engine.stats, engine.annotations, engine.export, "
                             "engine.search, tui.commands_data")
     assert loaded == {"torch": False, "transformers": False, "textual": False, "sentence_transformers": False}
+
+
+def _command_modules(tmp_path, *argv: str) -> set[str]:
+    """Top-level packages a real ``python -m tui.cli ARGV`` process imported (not CliRunner:
+    the test process has imported far more by then)."""
+    probe = ("import runpy, sys, json, atexit\n"
+             "atexit.register(lambda: sys.__stderr__.write('MODULES ' + json.dumps(sorted({m.split('.')[0] for m in sys.modules})) + '\\n'))\n"
+             f"sys.argv = ['overton', *{list(argv)!r}]\n"
+             "runpy.run_module('tui.cli', run_name='__main__')\n")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    line = [x for x in out.stderr.splitlines() if x.startswith("MODULES ")][-1]
+    return set(json.loads(line[len("MODULES "):]))
+
+
+def _startup_session(path: Path) -> None:
+    from engine.annotations import Annotations
+    from engine.session import Session
+
+    with Session.open(path) as s:
+        p = s.add_prompt("What is tea?")
+        g = s.add_generation(p, condition="aligned", text="Tea is a drink made from leaves.")
+        s.add_generation(p, condition="aligned", sample_index=1, text="A plant's leaves, brewed.")
+        s.add_generation(p, condition="base", text="Tea is a plant.\n1. green\n2. black")
+        Annotations(s, "ann").set_rating(g, 4)
+
+
+# Start-up (issue 5 target 4, bench/startup.py): what each of these costs `overton --help`,
+# `stats` and `export`, whose whole budget is 1.5x `python -c "import typer, rich"`.
+HEAVY_FOR_HELP = {"torch", "transformers", "sentence_transformers", "textual",
+                  "pydantic",  # typer >= 0.29 coerces parameters through pydantic (pyproject pins < 0.29)
+                  "markdown_it",  # typer's rich help (rich_markup_mode) imports rich.markdown
+                  "nltk", "numpy", "sqlite_utils", "ulid"}
+HEAVY_FOR_DATA = HEAVY_FOR_HELP | {"statistics"}  # engine.averages.mean instead (fractions, decimal, random)
+
+
+def test_help_imports_nothing_heavy(tmp_path):
+    loaded = _command_modules(tmp_path, "--help")
+    assert loaded & HEAVY_FOR_HELP == set()
+
+
+def test_stats_and_export_import_nothing_heavy_and_no_rich_console(tmp_path):
+    """With word bags stored (after a first `overton stats`), neither command tokenizes (nltk),
+    nor draws with rich (tui/plain_table.py), nor imports statistics or pydantic."""
+    db = tmp_path / "s.db"
+    _startup_session(db)
+    _command_modules(tmp_path, "stats", str(db))  # stores the word bags
+    for argv in (["stats", str(db)], ["export", str(db), "--format", "md", "--output", str(tmp_path / "o.md")],
+                 ["export", str(db), "--format", "csv", "--output", str(tmp_path / "o.csv")]):
+        loaded = _command_modules(tmp_path, *argv)
+        assert loaded & HEAVY_FOR_DATA == set(), argv
+    probe = ("import runpy, sys\n"
+             f"sys.argv = ['overton', 'stats', {str(db)!r}]\n"
+             "try:\n    runpy.run_module('tui.cli', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+             "print(sorted(m for m in ('rich.console', 'rich.table', 'rich.text', 'rich.markdown') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout[-500:]

@@ -205,7 +205,9 @@ def stats_command(
         typer.echo(stats.to_json())
         return
     if not stats.rows:
-        console.print(_t(f"{store.path}: no generations yet ({stats.prompts} prompts)."))
+        from tui.plain_table import Printer
+
+        Printer().note(_s(f"{store.path}: no generations yet ({stats.prompts} prompts)."))
         return
     _print_stats(stats, store.path)
 
@@ -219,28 +221,47 @@ def _table(title) -> Table:
     return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
 
 
+def _s(text: object, style: str = ""):
+    """Like ``_t`` for the plain tables of ``overton stats`` (tui/plain_table.py)."""
+    from engine.sanitize import printable
+    from tui.plain_table import Styled
+
+    return Styled(printable(str(text)), style)
+
+
+def _stats_table(title):
+    from tui.plain_table import PlainTable
+
+    return PlainTable(title)
+
+
 def _print_stats(stats, path) -> None:
+    # Drawn by tui/plain_table.py, the same layout as _table()'s rich tables without rich's
+    # ~40 ms of imports and rendering: `overton stats` must start within 1.5x of typer + rich.
+    from tui.plain_table import Printer
+
+    out = Printer()
     ref, base = stats.reference, stats.base
-    main = _table(_t(f"{path} · {stats.prompts} prompts · reference: {ref} sample 0"
-                     + (f" · base: {base}" if base else "")))
-    main.add_column("condition", overflow="fold", min_width=12)
+    main = _stats_table(_s(f"{path} · {stats.prompts} prompts · reference: {ref} sample 0"
+                           + (f" · base: {base}" if base else ""), "italic"))
+    main.add_column("condition", min_width=12)
     for col in ("prompts", "samples", "words", "divers.", "sim.", "cov.", "emb.", "gap"):
         main.add_column(col, justify="right", no_wrap=True)
     for r in stats.rows:
-        name = _t(r.condition, "bold" if r.is_base or r.is_reference else "") + _t("*" if r.is_reference else "")
+        name = _s(r.condition, "bold" if r.is_base or r.is_reference else "") + ("*" if r.is_reference else "")
         main.add_row(name, str(r.prompts), str(r.samples), _fmt(r.mean_words, 0), _fmt(r.diversity),
                      _fmt(r.similarity), _fmt(r.coverage), _fmt(r.embedding_similarity), _fmt(r.gap_closed))
-    console.print(main)
+    out.table(main)
 
-    qc = _table("quality control (share of samples) · information aggregation: share of a sample's word bag "
-                "found in the reference s0, in 1 other sample (mean), in all other samples")
-    qc.add_column("condition", overflow="fold", min_width=12)
+    qc = _stats_table(_s("quality control (share of samples) · information aggregation: share of a sample's word "
+                         "bag found in the reference s0, in 1 other sample (mean), in all other samples", "italic"))
+    qc.add_column("condition", min_width=12)
     for col in ("abstain", "numbered", "bullets", "in ref s0", "in 1 other", "in others"):
         qc.add_column(col, justify="right", no_wrap=True)
     for r in stats.rows:
-        qc.add_row(_t(r.condition), _pct(r.abstain_rate), _pct(r.numbered_list_rate), _pct(r.bullet_list_rate),
+        qc.add_row(_s(r.condition), _pct(r.abstain_rate), _pct(r.numbered_list_rate), _pct(r.bullet_list_rate),
                    _fmt(r.info_in_reference), _fmt(r.info_in_one_other), _fmt(r.info_in_union_others))
-    console.print(qc)
+    out.table(qc)
 
     notes = [
         f"* {ref}, the reference: samples 1..n-1 against its sample 0 (the ceiling). words: mean words per "
@@ -255,24 +276,24 @@ def _print_stats(stats, path) -> None:
         notes.append(f"emb.: texts without a stored embedding from {model}: "
                      f"{', '.join(f'{c} {n}' for c, n in missing.items())}; run `overton embed SESSION`.")
     for note in notes:
-        console.print(_t(note, "dim"))
+        out.note(_s(note, "dim"))
     if stats.annotators:
-        _print_annotations(stats)
+        _print_annotations(stats, out)
 
 
-def _print_annotations(stats) -> None:
+def _print_annotations(stats, out) -> None:
     n = len(stats.annotators)
-    table = _table(_t(f"annotations by {n} annotator{'s' if n != 1 else ''} ({', '.join(stats.annotators)}) · "
-                      "ratings 1–5, every annotator's rating counted"))
-    table.add_column("condition", overflow="fold", min_width=12)
+    table = _stats_table(_s(f"annotations by {n} annotator{'s' if n != 1 else ''} ({', '.join(stats.annotators)}) · "
+                            "ratings 1–5, every annotator's rating counted", "italic"))
+    table.add_column("condition", min_width=12)
     for col in ("ratings", "mean", "1", "2", "3", "4", "5", "notes", "preferred"):
         table.add_column(col, justify="right", no_wrap=True)
-    table.add_column("labels", overflow="fold")
+    table.add_column("labels")
     for r in stats.rows:
         labels = ", ".join(f"{k} {v}" for k, v in r.label_counts.items()) or "–"
-        table.add_row(_t(r.condition), str(r.ratings), _fmt(r.mean_rating, 2), *(str(c) for c in r.rating_counts),
-                      str(r.notes), str(r.preference_wins), _t(labels))
-    console.print(table)
+        table.add_row(_s(r.condition), str(r.ratings), _fmt(r.mean_rating, 2), *(str(c) for c in r.rating_counts),
+                      str(r.notes), str(r.preference_wins), _s(labels))
+    out.table(table)
     p = stats.preferences
     lines = []
     if p.get("preferences"):
@@ -286,7 +307,7 @@ def _print_annotations(stats) -> None:
                      f"labels: same set {_pct(a['labels']['exact'])} of {a['labels']['items']} pairs; "
                      f"preferences: same {_pct(a['preferences']['exact'])} of {a['preferences']['pairs']} pairs")
     for line in lines:
-        console.print(_t(line, "dim"))
+        out.note(_s(line, "dim"))
 
 
 # --------------------------------------------------------------------------- embed
@@ -404,8 +425,13 @@ def export_command(
     except ExportError as exc:
         _fail(f"{exc}; nothing was written")
     c = data.counts
-    err.print(_t(f"exported {c['generations']} answers of {c['prompts_exported']} prompts, "
-                 f"{c['annotations']} annotations ({name}): {', '.join(str(p) for p in written)}"), soft_wrap=True)
+    from engine.sanitize import printable
+
+    # One unstyled line: written directly, rich's console (~25 ms to import) is not needed.
+    sys.stderr.write(printable(f"exported {c['generations']} answers of {c['prompts_exported']} prompts, "
+                               f"{c['annotations']} annotations ({name}): {', '.join(str(p) for p in written)}")
+                     + "\n")
+    sys.stderr.flush()
 
 
 # --------------------------------------------------------------------------- search
