@@ -62,6 +62,7 @@ TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
 TOKEN_CACHE = 512
+AFTER = "\x00after"  # where a final error message says how often it was retried
 
 
 class _Transient(Exception):
@@ -251,7 +252,7 @@ class _Http:
             why = "no answer in time"
         else:
             why = str(exc) or type(exc).__name__
-        return (f"no inference server answers at {self.server.url} ({why}); start it (e.g. `vllm serve MODEL` or "
+        return (f"no inference server answers at {self.server.url} ({why}){AFTER}; start it (e.g. `vllm serve MODEL` or "
                 "`python -m llama_cpp.server`) or fix the URL (--server-url, or url in overton.toml)")
 
     def open(self, method: str, path: str, body: dict | None = None, *, root: bool = False,
@@ -302,8 +303,10 @@ def retrying(server: ServerConfig, attempt: Callable[[], object], abort: threadi
             return attempt()
         except _Transient as exc:
             if n == server.retries:
-                tries = f" (after {server.retries} retries)" if server.retries else ""
-                raise BackendError(exc.final + tries) from None
+                tries = (f" (after {server.retries} {'retry' if server.retries == 1 else 'retries'})"
+                         if server.retries else "")
+                final = exc.final.replace(AFTER, tries) if AFTER in exc.final else exc.final + tries
+                raise BackendError(final) from None
             delay = exc.retry_after if exc.retry_after is not None else BACKOFF_FIRST_S * 2 ** n
             delay = min(delay, BACKOFF_MAX_S) * (1 + 0.2 * random.random())
             if abort is not None:
@@ -319,10 +322,10 @@ def _status_error(http_: _Http, status: int, raw: bytes, headers: dict, model: s
     message = _error_text(raw)
     url = http_.server.url
     if status == 429:
-        return _Transient(f"the server at {url} is rate limiting requests (HTTP 429: {message}); lower "
+        return _Transient(f"the server at {url} is rate limiting requests (HTTP 429: {message}){AFTER}; lower "
                           "--concurrency (or concurrency in overton.toml) or try again later", _retry_after(headers))
     if status in TRANSIENT_STATUS:
-        return _Transient(f"the server at {url} failed (HTTP {status}: {message})", _retry_after(headers))
+        return _Transient(f"the server at {url} failed (HTTP {status}: {message}){AFTER}", _retry_after(headers))
     over = _overflow(message)
     if over is not None:
         return over

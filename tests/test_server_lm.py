@@ -363,7 +363,7 @@ def test_429_is_retried_with_backoff_then_succeeds():
 def test_429_that_persists_says_so():
     with fake_server(limited=100) as (url, handler):
         lm = connect(spec("fake", url, retries=2))
-        with pytest.raises(BackendError, match=r"rate limiting requests \(HTTP 429.*--concurrency.*after 2 retries"):
+        with pytest.raises(BackendError, match=r"rate limiting requests \(HTTP 429.*after 2 retries\); lower --concurrency"):
             lm.generate(Request("Say hello"), GREEDY, [0])
     assert len(handler.posts) == 3
 
@@ -414,3 +414,17 @@ def test_server_backend_imports_neither_torch_nor_transformers():
              "print(json.dumps([m for m in ('torch', 'transformers', 'textual') if m in sys.modules]))")
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_cli_reports_a_persistent_rate_limit_without_a_traceback(tmp_path):
+    with fake_server(limited=1000) as (url, handler):
+        env = {**os.environ, "OVERTON_CONFIG": os.devnull}
+        out = subprocess.run([sys.executable, "-m", "tui.cli", "run", "Hi there", "--conditions", "base",
+                              "--models", f"base=openai:fake@{url},aligned=openai:fake@{url}",
+                              "--session", str(tmp_path / "s.db")],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    said = " ".join(out.stderr.split())  # rich wraps lines
+    assert "is rate limiting requests (HTTP 429: Too many requests) (after 5 retries); lower --concurrency" in said
+    assert "Traceback" not in said
+    assert len(handler.posts) == 6  # the first try and 5 retries
