@@ -294,7 +294,14 @@ class _FakeOpenAI(BaseHTTPRequestHandler):
     """/v1/models and a streamed /v1/completions that answers 429 the first ``limited`` times."""
 
     limited = 0
+    key: str | None = None  # the API key it wants, if any
     posts: ClassVar[list[dict]] = []
+
+    def _refused(self) -> bool:
+        if self.key and self.headers.get("Authorization") != f"Bearer {self.key}":
+            self._json(401, {"error": {"message": "Invalid API key", "type": "auth"}})
+            return True
+        return False
 
     def log_message(self, *args):  # quiet
         pass
@@ -310,6 +317,8 @@ class _FakeOpenAI(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self):
+        if self._refused():
+            return
         if self.path == "/v1/models":
             self._json(200, {"object": "list", "data": [{"id": "fake", "object": "model", "max_model_len": 512}]})
         else:
@@ -318,6 +327,8 @@ class _FakeOpenAI(BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         cls = type(self)
+        if self._refused():
+            return
         if self.path != "/v1/completions":
             self._json(404, {"error": {"message": "not found"}})
             return
@@ -337,8 +348,8 @@ class _FakeOpenAI(BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def fake_server(limited: int):
-    handler = type("Handler", (_FakeOpenAI,), {"limited": limited, "posts": []})
+def fake_server(limited: int, key: str | None = None):
+    handler = type("Handler", (_FakeOpenAI,), {"limited": limited, "posts": [], "key": key})
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -428,3 +439,21 @@ def test_cli_reports_a_persistent_rate_limit_without_a_traceback(tmp_path):
     assert "is rate limiting requests (HTTP 429: Too many requests) (after 5 retries); lower --concurrency" in said
     assert "Traceback" not in said
     assert len(handler.posts) == 6  # the first try and 5 retries
+
+
+def test_api_key_comes_from_the_environment_and_is_never_recorded(monkeypatch):
+    with fake_server(limited=0, key="sk-test-123") as (url, _):
+        monkeypatch.delenv("OVERTON_TEST_KEY", raising=False)
+        with pytest.raises(BackendError, match=r"\$OVERTON_TEST_KEY is not set"):
+            connect(spec("fake", url, api_key_env="OVERTON_TEST_KEY"))
+        with pytest.raises(BackendError, match=r"refused the request \(HTTP 401: Invalid API key\); it needs an API key"):
+            connect(spec("fake", url, retries=0))
+        monkeypatch.setenv("OVERTON_TEST_KEY", "wrong")
+        with pytest.raises(BackendError, match=r"HTTP 401.*check the key in \$OVERTON_TEST_KEY"):
+            connect(spec("fake", url, api_key_env="OVERTON_TEST_KEY"))
+        monkeypatch.setenv("OVERTON_TEST_KEY", "sk-test-123")
+        lm = connect(spec("fake", url, api_key_env="OVERTON_TEST_KEY"))
+        [r] = lm.generate(Request("Say hello"), GREEDY, [0])
+    assert r.text == "Hello world!"
+    recorded = json.dumps([r.record(), r.extra, r.model_id])
+    assert "sk-test-123" not in recorded and "OVERTON_TEST_KEY" not in recorded
