@@ -8,8 +8,9 @@ neither torch nor an HTTP client, so headless code can name the types.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 from engine.models import ModelSpec
 from engine.settings import GenerationSettings
@@ -36,6 +37,13 @@ class Request:
     text: str
     chat: bool = False
     stops: tuple[str, ...] = ()
+    # A leading part of ``text`` that many requests share (the URIAL header and in-context
+    # examples): a local model keeps its key/value cache; a server may cache it itself.
+    prefix: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.text.startswith(self.prefix):
+            raise ValueError("a request's prefix must be the start of its text")
 
 
 @dataclass

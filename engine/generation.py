@@ -1,202 +1,201 @@
-"""Streamed, cancellable generation with stop strings, recording everything that shaped it."""
+"""Token-by-token decoding on a transformers model.
+
+Our own loop instead of ``model.generate`` for three reasons the method needs:
+- all samples of a condition share one prompt, so it is prefilled once and its key/value
+  cache copied to every sample, which then decode together as one batch;
+- each sample draws from its own random generator seeded ``seed + index``, so a sample is
+  the same whether it was generated alone, in a batch, or resumed after an interruption;
+- the text is streamed with stop strings held back and cancellation checked every token.
+
+The logits follow transformers' sampling exactly (float32 scores, repetition penalty over
+prompt and answer, then temperature, no top-k/top-p): under greedy decoding the output is
+token for token that of ``model.generate`` (tests/test_generation.py checks it).
+"""
 
 from __future__ import annotations
 
+import copy
+import functools
+import inspect
 import threading
 import time
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
-from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
-from transformers.generation.streamers import BaseStreamer
+from transformers import DynamicCache
 
-from engine.loader import LoadedLM
 from engine.prompts import cut_at_stop, held_back
-from engine.settings import GenerationSettings
 
-OnText = Callable[[str], None]
-
-
-class PromptTooLong(ValueError):
-    """The prompt leaves no room for an answer in the model's context."""
+OnRowText = Callable[[int, str], None]  # (row, final text)
 
 
-@dataclass
-class GenerationResult:
-    model_id: str
-    model_name: str
-    model_family: str
-    prompt_text: str  # exactly what the model was given, chat template applied
-    text: str  # the answer, stop text removed
-    raw_text: str  # everything the model produced
-    finish_reason: str  # 'stop' | 'new_query' | 'eos' | 'length' | 'cancelled'
-    settings: dict
-    seed: int
-    prompt_tokens: int
-    completion_tokens: int
-    duration_s: float
-    first_token_s: float | None
-    started_at: str
-    backend: str = "transformers"
-    extra: dict = field(default_factory=dict)
+class StreamText:
+    """One sample's decoded text; hands on only text that is final.
 
-    def record(self) -> dict:
-        """Columns for the session's generations table."""
-        row = asdict(self)
-        row.pop("extra")
-        row.pop("first_token_s")
-        return row
-
-
-def chat_prompt(lm: LoadedLM, user_text: str) -> str:
-    """The aligned model's own chat template, user turn only, no system message of ours.
-
-    transformers renders templates in a sandboxed Jinja environment. Some templates add a
-    default system turn themselves (SmolLM2 does); the stored prompt text shows it.
-    """
-    if not lm.has_chat_template:
-        raise ValueError(f"{lm.spec.name} has no chat template; it cannot play the aligned role")
-    return lm.tokenizer.apply_chat_template(
-        [{"role": "user", "content": user_text}], tokenize=False, add_generation_prompt=True
-    )
-
-
-class _Streamer(BaseStreamer):
-    """Decodes new tokens, keeps the text so far, and emits only text that is final.
-
-    Text that might be the start of a stop string is held back until it is not, so the
-    panes never show a fence that the stored answer will not contain.
+    Text that might be the start of a stop string is held back until it is not, and an
+    incomplete multi-byte character (decoded as U+FFFD) waits for the rest.
     """
 
-    def __init__(self, tokenizer, stops: tuple[str, ...], on_text: OnText | None):
+    def __init__(self, tokenizer, stops: tuple[str, ...], emit: Callable[[str], None] | None):
         self.tokenizer = tokenizer
         self.stops = stops
-        self.on_text = on_text
+        self.emit = emit
         self.ids: list[int] = []
         self.text = ""
         self.emitted = 0
         self.stop_found: str | None = None
-        self.first_token_at: float | None = None
-        self._prompt_seen = False
 
-    def put(self, value) -> None:
-        if not self._prompt_seen:  # generate() first hands over the prompt ids
-            self._prompt_seen = True
-            return
-        if self.first_token_at is None:
-            self.first_token_at = time.monotonic()
-        self.ids.extend(int(t) for t in value.reshape(-1).tolist())
+    def add(self, token_id: int) -> bool:
+        """Take one new token; True once a stop string has appeared."""
+        self.ids.append(token_id)
         self.text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
         kept, self.stop_found = cut_at_stop(self.text, self.stops) if self.stops else (self.text, None)
         final = len(kept) if self.stop_found else len(kept) - held_back(kept, self.stops)
-        # Incomplete multi-byte characters decode to U+FFFD; wait for the rest.
         while final > self.emitted and kept[final - 1] == "\ufffd":
             final -= 1
-        if final > self.emitted and self.on_text:
-            self.on_text(kept[self.emitted:final])
+        self._emit_to(kept, final)
+        return self.stop_found is not None
+
+    def finish(self) -> None:
+        kept, _ = cut_at_stop(self.text, self.stops) if self.stops else (self.text, None)
+        self._emit_to(kept, len(kept))
+
+    def _emit_to(self, kept: str, final: int) -> None:
+        if final > self.emitted and self.emit:
+            self.emit(kept[self.emitted:final])
         self.emitted = max(self.emitted, final)
 
-    def end(self) -> None:
-        kept, _ = cut_at_stop(self.text, self.stops) if self.stops else (self.text, None)
-        if len(kept) > self.emitted and self.on_text:
-            self.on_text(kept[self.emitted:])
-        self.emitted = len(kept)
+
+@dataclass
+class RowOutcome:
+    ids: list[int]
+    raw: str  # everything decoded
+    stop: str | None  # the stop string that ended it, if any
+    eos: bool
+    cancelled: bool
+    first_token_s: float | None
+    duration_s: float
 
 
-class _StopWhen(StoppingCriteria):
-    def __init__(self, streamer: _Streamer, cancel: threading.Event | None):
-        self.streamer = streamer
-        self.cancel = cancel
-
-    def __call__(self, input_ids, scores, **kwargs):
-        done = self.streamer.stop_found is not None or (self.cancel is not None and self.cancel.is_set())
-        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float  # 0: greedy
+    repetition_penalty: float
+    max_new_tokens: int
 
 
-def generation_config(lm: LoadedLM, settings: GenerationSettings, max_new_tokens: int) -> GenerationConfig:
-    # Explicit, so a model's shipped defaults (top-k 50/64, top-p 0.95) never leak in:
-    # the paper samples with temperature and repetition penalty only.
-    common = dict(
-        max_new_tokens=max_new_tokens,
-        repetition_penalty=settings.repetition_penalty,
-        pad_token_id=lm.tokenizer.pad_token_id,
-        eos_token_id=lm.model.generation_config.eos_token_id,
-        bos_token_id=lm.model.generation_config.bos_token_id,
-    )
-    if settings.greedy:
-        return GenerationConfig(do_sample=False, top_k=None, top_p=None, temperature=None, **common)
-    return GenerationConfig(do_sample=True, temperature=settings.temperature, top_k=0, top_p=1.0, **common)
+class PrefixCache:
+    """The key/value cache of a fixed token prefix, computed once and copied for each use."""
+
+    def __init__(self, ids: list[int], cache: DynamicCache):
+        self.ids = ids
+        self.cache = cache
+
+    def matches(self, ids: Sequence[int]) -> bool:
+        return len(ids) > len(self.ids) and list(ids[: len(self.ids)]) == self.ids
 
 
-def generate(
-    lm: LoadedLM,
-    prompt_text: str,
-    settings: GenerationSettings,
+@functools.lru_cache(maxsize=None)
+def _cache_arg(model_class: type) -> str:
+    # transformers 5.x renamed ``past_key_values`` to ``cache``; older releases know only the first.
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
+def _forward(model, ids: torch.Tensor, cache: DynamicCache, **kw):
+    return model(input_ids=ids, use_cache=True, **{_cache_arg(type(model)): cache}, **kw)
+
+
+def prefill_prefix(model, ids: list[int]) -> PrefixCache:
+    cache = DynamicCache(config=model.config)
+    with torch.inference_mode():
+        _forward(model, torch.tensor([ids]), cache, logits_to_keep=1)
+    return PrefixCache(list(ids), cache)
+
+
+def _penalise(scores: torch.Tensor, history: torch.Tensor, penalty: float) -> torch.Tensor:
+    # transformers' RepetitionPenaltyLogitsProcessor: every token seen so far, prompt included.
+    seen = torch.gather(scores, 1, history)
+    seen = torch.where(seen < 0, seen * penalty, seen / penalty)
+    return scores.scatter(1, history, seen)
+
+
+def decode(
+    model,
+    tokenizer,
+    prompt_ids: list[int],
+    seeds: Sequence[int],
+    sampling: Sampling,
+    eos_ids: set[int],
     *,
-    sample_index: int = 0,
     stops: tuple[str, ...] = (),
-    chat: bool = False,
-    on_text: OnText | None = None,
+    on_text: OnRowText | None = None,
     cancel: threading.Event | None = None,
-) -> GenerationResult:
-    """Generate one sample for ``prompt_text`` and stream its final text to ``on_text``.
+    prefix: PrefixCache | None = None,
+) -> list[RowOutcome]:
+    """One sample per seed from one prompt: prefill once, decode the samples as a batch."""
+    rows = len(seeds)
+    t0 = time.monotonic()
+    streams = [StreamText(tokenizer, stops, (lambda t, r=r: on_text(r, t)) if on_text else None)
+               for r in range(rows)]
+    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    outcomes: list[RowOutcome | None] = [None] * rows
+    first_token: float | None = None
 
-    ``chat`` prompts already carry their special tokens (the template adds them); raw URIAL
-    prompts get the tokenizer's own (e.g. Gemma's <bos>).
-    """
-    tok = lm.tokenizer
-    enc = tok(prompt_text, return_tensors="pt", add_special_tokens=not chat)
-    prompt_tokens = int(enc.input_ids.shape[1])
-    room = lm.context_length - prompt_tokens
-    if room < 1:
-        raise PromptTooLong(
-            f"the prompt is {prompt_tokens} tokens; {lm.spec.name} holds {lm.context_length}, "
-            "which leaves no room for an answer"
-        )
-    max_new = min(settings.max_new_tokens, room)
-    seed = settings.seed_for(sample_index)
-    streamer = _Streamer(tok, stops, on_text)
-    started_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")  # as session times
-    with lm.lock:
-        torch.manual_seed(seed)
-        t0 = time.monotonic()
-        with torch.inference_mode():
-            out = lm.model.generate(
-                **enc,
-                generation_config=generation_config(lm, settings, max_new),
-                streamer=streamer,
-                stopping_criteria=StoppingCriteriaList([_StopWhen(streamer, cancel)]),
-            )
-        duration = time.monotonic() - t0
-    new_ids = out[0, prompt_tokens:].tolist()
-    raw = tok.decode(new_ids, skip_special_tokens=True)
-    text, stop = cut_at_stop(raw, stops) if stops else (raw, None)
-    eos_ids = lm.model.generation_config.eos_token_id
-    eos_ids = set(eos_ids if isinstance(eos_ids, list) else [eos_ids])
-    if stop is not None:
-        reason = "new_query" if stop.startswith("#") else "stop"
-    elif cancel is not None and cancel.is_set():
-        reason = "cancelled"
-    elif new_ids and new_ids[-1] in eos_ids:
-        reason = "eos"
-    else:
-        reason = "length"
-    first = streamer.first_token_at - t0 if streamer.first_token_at else None
-    return GenerationResult(
-        model_id=lm.spec.id,
-        model_name=lm.spec.name,
-        model_family=lm.spec.family,
-        prompt_text=prompt_text,
-        text=text.strip(),
-        raw_text=raw,
-        finish_reason=reason,
-        settings={**settings.to_dict(), "max_new_tokens_effective": max_new, "top_k": None, "top_p": None},
-        seed=seed,
-        prompt_tokens=prompt_tokens,
-        completion_tokens=len(new_ids),
-        duration_s=round(duration, 4),
-        first_token_s=round(first, 4) if first is not None else None,
-        started_at=started_at,
-    )
+    def close(row: int, *, eos=False, cancelled=False) -> None:
+        s = streams[row]
+        s.finish()
+        outcomes[row] = RowOutcome(list(s.ids), s.text, s.stop_found, eos, cancelled, first_token,
+                                   round(time.monotonic() - t0, 4))
+
+    with torch.inference_mode():
+        if prefix is not None and prefix.matches(prompt_ids):
+            cache = copy.deepcopy(prefix.cache)
+            todo = prompt_ids[len(prefix.ids):]
+        else:
+            cache = DynamicCache(config=model.config)
+            todo = prompt_ids
+        out = _forward(model, torch.tensor([todo]), cache, logits_to_keep=1)
+        logits = out.logits[:, -1, :].float()
+        if rows > 1:
+            cache.batch_repeat_interleave(rows)
+            logits = logits.expand(rows, -1)
+        history = torch.tensor([prompt_ids] * rows)
+        active = list(range(rows))  # original row of each batch position
+        for step in range(sampling.max_new_tokens):
+            if cancel is not None and cancel.is_set():
+                for r in active:
+                    close(r, cancelled=True)
+                break
+            scores = logits
+            if sampling.repetition_penalty != 1.0:
+                scores = _penalise(scores, history, sampling.repetition_penalty)
+            if sampling.temperature == 0:
+                chosen = scores.argmax(dim=-1)
+            else:
+                probs = torch.softmax(scores / sampling.temperature, dim=-1)
+                chosen = torch.cat([torch.multinomial(probs[i], 1, generator=generators[r])
+                                    for i, r in enumerate(active)])
+            if first_token is None:
+                first_token = round(time.monotonic() - t0, 4)
+            keep: list[int] = []
+            for i, r in enumerate(active):
+                token = int(chosen[i])
+                if token in eos_ids:
+                    close(r, eos=True)
+                elif streams[r].add(token):
+                    close(r)
+                elif step == sampling.max_new_tokens - 1:
+                    close(r)
+                else:
+                    keep.append(i)
+            if not keep:
+                break
+            chosen = chosen[keep]
+            history = torch.cat([history[keep], chosen[:, None]], dim=1)
+            if len(keep) < len(active):  # finished samples leave the batch
+                cache.batch_select_indices(torch.tensor(keep))
+                active = [active[i] for i in keep]
+            out = _forward(model, chosen[:, None], cache)
+            logits = out.logits[:, -1, :].float()
+    return [o for o in outcomes]  # type: ignore[misc]

@@ -63,15 +63,7 @@ def urial_prompt(
     carries ``hint`` in one (the hinted condition); with ``hint=None`` the test query's summary
     fence is left open for the model to write (hinted-cot).
     """
-    parts = [urial_header() + "\n"]
-    for ex in examples:
-        blocks = [_block("Query", ex.query)]
-        if with_summaries:
-            if not ex.summary:
-                raise ValueError(f"example {ex.query[:40]!r} has no summary for a hinted prompt")
-            blocks.append(_block("Summary", ex.summary))
-        blocks.append(_block("Answer", ex.answer))
-        parts.append("\n".join(blocks))
+    parts = _prefix_parts(examples, with_summaries)
     test = [_block("Query", query)]
     if with_summaries:
         if hint is None:
@@ -84,6 +76,25 @@ def urial_prompt(
     test.append(_block("Answer", None))
     parts.append("\n".join(test))
     return "\n".join(parts)
+
+
+def _prefix_parts(examples, with_summaries: bool) -> list[str]:
+    parts = [urial_header() + "\n"]
+    for ex in examples:
+        blocks = [_block("Query", ex.query)]
+        if with_summaries:
+            if not ex.summary:
+                raise ValueError(f"example {ex.query[:40]!r} has no summary for a hinted prompt")
+            blocks.append(_block("Summary", ex.summary))
+        blocks.append(_block("Answer", ex.answer))
+        parts.append("\n".join(blocks))
+    return parts
+
+
+def urial_prefix(examples: tuple[Example, ...] | list[Example] = (), *, with_summaries: bool = False) -> str:
+    """The start that every ``urial_prompt`` with these examples shares, whatever the query:
+    the part whose key/value cache a local model computes once."""
+    return "\n".join(_prefix_parts(examples, with_summaries)) + "\n"
 
 
 def continue_after_summary(prompt: str, summary: str) -> str:

@@ -1,22 +1,38 @@
 """The main job: a prompt through the conditions of the method, measured and logged.
 
 Used by the TUI (from a thread worker) and by ``overton run``; both get progress through
-the ``emit`` callback as ``engine.events`` objects. Generations run one after another: on a
-few CPU cores parallel decoding gains nothing, and a shared model must not run two at once.
+the ``emit`` callback as ``engine.events`` objects. The samples of a condition are asked for
+in one call, which a local model decodes as one batch and a server as concurrent requests;
+conditions run one after another (a shared model runs one batch at a time).
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from engine import events as ev
 from engine import prompt_metrics
+from engine.backend import PromptTooLong, Request
 from engine.conditions import CONDITIONS, DEFAULT_PANES, REFERENCE, Condition
-from engine.examples import load_restyled, pick_nearest, pick_random, restyle, save_restyled, RESTYLE_SETTINGS
+from engine.examples import (
+    RESTYLE_SETTINGS,
+    load_restyled,
+    pick_nearest,
+    pick_random,
+    restyle,
+    save_restyled,
+)
 from engine.metrics import word_count
 from engine.models import Trio
-from engine.prompts import Example, continue_after_summary, fixed_examples, summary_request, urial_prompt
+from engine.prompts import (
+    Example,
+    continue_after_summary,
+    fixed_examples,
+    summary_request,
+    urial_prefix,
+    urial_prompt,
+)
 from engine.settings import GenerationSettings
 
 Emit = Callable[[object], None]
@@ -57,12 +73,12 @@ class Workbench:
 
     def _load(self) -> None:
         from engine.embeddings import load_embedder
-        from engine.loader import load_lm
+        from engine.lm import open_lm
 
         for role in ("base", "aligned"):
             if role not in self.models:
                 spec = getattr(self.trio, role)
-                self.models[role] = load_lm(spec, lambda msg, frac, r=role: self.emit(ev.ModelProgress(r, msg, frac)))
+                self.models[role] = open_lm(spec, lambda msg, frac, r=role: self.emit(ev.ModelProgress(r, msg, frac)))
         if self.embedder is None:
             self.embedder = load_embedder(
                 self.trio.embedder, lambda msg, frac: self.emit(ev.ModelProgress("embedder", msg, frac))
@@ -72,10 +88,13 @@ class Workbench:
     def add_prompt(self, text: str, external_id: str | None = None) -> str:
         if not text or not text.strip():
             raise EmptyPrompt("the prompt is empty; type a question or instruction first")
-        from engine.generation import PromptTooLong
-
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: bytes from a non-UTF-8 terminal or file
+            raise EmptyPrompt("the prompt holds bytes that are not UTF-8 text; retype it or convert "
+                              "its file to UTF-8") from None
         for lm in self.models.values():  # loaded models: refuse before a prompt row is written
-            n = len(lm.tokenizer(text.strip(), add_special_tokens=False).input_ids)
+            n = lm.count_tokens(text.strip())
             if n >= lm.context_length:
                 raise PromptTooLong(f"the prompt alone is {n} tokens; {lm.spec.name} holds {lm.context_length}, "
                                     "which leaves no room for an answer")
@@ -140,52 +159,67 @@ class Workbench:
         examples = self._examples(cond, prompt_id, query, cancel)
         if examples is None:
             return False
-        for i in todo:
-            if cancel.is_set():
-                return False
-            if not self._sample(prompt_id, query, cond, i, cancel, hint_row, examples):
-                return False
-        return True
+        if cancel.is_set():
+            return False
+        if cond.hint == "self":  # two steps per sample, the second prompt differs per sample
+            return all(self._samples(prompt_id, query, cond, [i], cancel, hint_row, examples)
+                       for i in todo if not cancel.is_set()) and not cancel.is_set()
+        return self._samples(prompt_id, query, cond, todo, cancel, hint_row, examples)
 
-    def _sample(self, prompt_id, query, cond: Condition, index, cancel, hint_row, examples) -> bool:
-        from engine.generation import chat_prompt, generate
-
+    def _samples(self, prompt_id, query, cond: Condition, indexes: list[int], cancel, hint_row, examples) -> bool:
+        """Generate and store the samples ``indexes`` of one condition; False when cancelled."""
         lm = self.models[cond.role]
-        on_text = lambda text: self.emit(ev.TextDelta(prompt_id, cond.name, index, text))
+        on_text = lambda i, text: self.emit(ev.TextDelta(prompt_id, cond.name, i, text))
         meta: dict = {}
         hint_text = hint_row["text"] if hint_row else None
         if cond.chat:
-            prompt_text = chat_prompt(lm, query)
+            request = Request(query, chat=True)
         else:
             with_summaries = cond.hint != "none"
             build = lambda exs: urial_prompt(query, exs, with_summaries=with_summaries, hint=hint_text)
             prompt_text, dropped = self._fit(lm, build, examples)
             meta = {"examples": len(examples) - dropped, "examples_dropped": dropped}
-        self.emit(ev.GenerationStarted(prompt_id, cond.name, index, lm.spec.name))
+            prefix = urial_prefix(list(examples[dropped:]), with_summaries=with_summaries)
+            request = Request(prompt_text, stops=cond.stops, prefix=prefix)
+        for i in indexes:
+            self.emit(ev.GenerationStarted(prompt_id, cond.name, i, lm.spec.name))
         if cond.hint == "self":
             # hinted-cot: the base model writes its own summary, then answers after it.
-            own = generate(lm, prompt_text, self.settings.with_(max_new_tokens=HINT_SETTINGS["max_new_tokens"]),
-                           sample_index=index, stops=cond.stops, on_text=on_text, cancel=cancel)
+            (index,) = indexes
+            (own,) = lm.generate(request, self.settings.with_(max_new_tokens=HINT_SETTINGS["max_new_tokens"]),
+                                 indexes, on_text=on_text, cancel=cancel)
             hint_text = own.text
             meta["own_summary_tokens"] = own.completion_tokens
-            if own.finish_reason == "cancelled":
-                result = own
-            else:
-                on_text("\n\n")
-                prompt_text = continue_after_summary(prompt_text, own.text)
-                result = generate(lm, prompt_text, self.settings, sample_index=index, stops=cond.stops,
-                                  on_text=on_text, cancel=cancel)
+            results = [own]
+            if own.finish_reason != "cancelled":
+                on_text(index, "\n\n")
+                request = Request(continue_after_summary(request.text, own.text), stops=cond.stops,
+                                  prefix=request.prefix)
+                results = lm.generate(request, self.settings, indexes, on_text=on_text, cancel=cancel)
         else:
-            result = generate(lm, prompt_text, self.settings, sample_index=index, stops=cond.stops,
-                              chat=cond.chat, on_text=on_text, cancel=cancel)
-        gen_id = self.session.add_generation(
-            prompt_id, condition=cond.name, sample_index=index,
-            hint_id=hint_row["id"] if hint_row else None, hint=hint_text,
-            source="generated", meta=meta, **result.record(),
-        )
-        self.emit(ev.GenerationDone(prompt_id, cond.name, index, gen_id, result.text, result.finish_reason,
-                                    result.completion_tokens, result.duration_s, word_count(result.text)))
-        return result.finish_reason != "cancelled"
+            try:
+                results = lm.generate(request, self.settings, indexes, on_text=on_text, cancel=cancel)
+            except Exception as exc:
+                # A server that fails part-way hands back the samples that did finish: keep them.
+                done = getattr(exc, "results", [])
+                by_seed = {self.settings.seed_for(i): i for i in indexes}
+                self._store(prompt_id, cond, [by_seed.pop(r.seed, None) for r in done], done, hint_row,
+                            hint_text, meta)
+                raise
+        self._store(prompt_id, cond, indexes, results, hint_row, hint_text, meta)
+        return all(r.finish_reason != "cancelled" for r in results)
+
+    def _store(self, prompt_id, cond: Condition, indexes, results, hint_row, hint_text, meta) -> None:
+        for index, result in zip(indexes, results):
+            if index is None:
+                continue
+            gen_id = self.session.add_generation(
+                prompt_id, condition=cond.name, sample_index=index,
+                hint_id=hint_row["id"] if hint_row else None, hint=hint_text,
+                source="generated", meta={**meta, **result.extra}, **result.record(),
+            )
+            self.emit(ev.GenerationDone(prompt_id, cond.name, index, gen_id, result.text, result.finish_reason,
+                                        result.completion_tokens, result.duration_s, word_count(result.text)))
 
     def _fit(self, lm, build, examples: Sequence[Example]) -> tuple[str, int]:
         """The prompt with as many examples as fit the context beside the answer budget.
@@ -196,7 +230,7 @@ class Workbench:
         budget = lm.context_length - self.settings.max_new_tokens
         for dropped in range(len(examples) + 1):
             text = build(list(examples[dropped:]))
-            n = len(lm.tokenizer(text, add_special_tokens=True).input_ids)
+            n = lm.count_tokens(text)
             if n <= budget or dropped == len(examples):
                 if dropped:
                     self.emit(ev.Notice(f"{dropped} of {len(examples)} in-context examples dropped: the prompt "
@@ -234,8 +268,6 @@ class Workbench:
 
     def restyled_examples(self, cancel: threading.Event | None = None) -> tuple[Example, ...] | None:
         """The fixed queries answered and summarised by the aligned model (once, then cached)."""
-        from engine.generation import chat_prompt, generate
-
         if self._restyled is not None:
             return self._restyled
         lm = self.models["aligned"]
@@ -252,7 +284,7 @@ class Workbench:
                 raise _Cancelled
             self.emit(ev.ModelProgress("aligned", f"restyling the in-context examples (once per aligned model): "
                                                   f"{what}", None))
-            r = generate(lm, chat_prompt(lm, text), settings.with_(max_new_tokens=limit), chat=True, cancel=cancel)
+            (r,) = lm.generate(Request(text, chat=True), settings.with_(max_new_tokens=limit), cancel=cancel)
             if r.finish_reason == "cancelled":
                 raise _Cancelled
             records.append(r.record())
@@ -285,8 +317,6 @@ class Workbench:
 
     def summarise(self, prompt_id: str, cancel: threading.Event | None = None) -> dict | None:
         """Ask the aligned model for a 2-3 sentence hint of aligned sample 0."""
-        from engine.generation import chat_prompt, generate
-
         cancel = cancel or threading.Event()
         latest = self.latest_samples(prompt_id).get(REFERENCE)
         if not latest:
@@ -299,10 +329,11 @@ class Workbench:
         query = self.session.prompt(prompt_id)["text"]
         settings = self.settings.with_(**HINT_SETTINGS)
         self.emit(ev.GenerationStarted(prompt_id, "summary", 0, lm.spec.name))
-        result = generate(lm, chat_prompt(lm, summary_request(query, latest[0])), settings, chat=True,
-                          on_text=lambda t: self.emit(ev.TextDelta(prompt_id, "summary", 0, t)), cancel=cancel)
+        (result,) = lm.generate(Request(summary_request(query, latest[0]), chat=True), settings,
+                                on_text=lambda i, t: self.emit(ev.TextDelta(prompt_id, "summary", 0, t)),
+                                cancel=cancel)
         gen_id = self.session.add_generation(prompt_id, condition="summary", sample_index=0,
-                                             source="generated", **result.record())
+                                             source="generated", meta=result.extra, **result.record())
         self.emit(ev.GenerationDone(prompt_id, "summary", 0, gen_id, result.text, result.finish_reason,
                                     result.completion_tokens, result.duration_s, word_count(result.text)))
         if result.finish_reason == "cancelled" or not result.text.strip():

@@ -44,7 +44,8 @@ def test_ctrl_c_keeps_partial_answer_and_exits_cleanly(tiny_trio, tmp_path):
         # one: nothing ran after it. (A tiny random model may finish base before the signal.)
         assert rows and rows[-1]["finish_reason"] == "cancelled"
         assert all(r["finish_reason"] != "cancelled" for r in rows[:-1])
-        assert 0 < rows[-1]["completion_tokens"] < 4000
+        # (It may hold no token yet: a signal during a prefill cancels before the first one.)
+        assert rows[-1]["completion_tokens"] < 4000
 
 
 def test_batch_resume_only_reuses_the_same_recipe(tiny_trio, tmp_path):

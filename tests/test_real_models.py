@@ -48,3 +48,29 @@ def test_overton_run_on_default_models(tmp_path):
             assert -1.0 <= values[("embedding", cond, None)] <= 1.0
         assert values[("jaccard_s0", "aligned", "aligned")] == 1.0
         assert values[("jaccard_s0", "base", "aligned")] == values[("jaccard_s0", "aligned", "base")] < 1.0
+
+
+@pytest.mark.real_models
+def test_prefix_cache_and_batching_on_the_real_base_model():
+    """Gemma 3 270M (bf16, sliding-window layers): a prompt whose shared prefix was cached
+    gives, under greedy decoding, exactly the output of the same prompt with the prefix
+    computed afresh; five samples decoded together give five distinct, recorded samples."""
+    from engine.backend import Request
+    from engine.lm import open_lm
+    from engine.models import TRIOS
+    from engine.prompts import STOP_STRINGS, fixed_examples, urial_prefix, urial_prompt
+    from engine.settings import GenerationSettings
+
+    lm = open_lm(TRIOS["default"].base)
+    examples = fixed_examples()
+    greedy = GenerationSettings(temperature=0.0, max_new_tokens=24)
+    for query in (PROMPT, "How should a detective treat a suspect during an interview?"):
+        request = Request(urial_prompt(query, examples), stops=STOP_STRINGS, prefix=urial_prefix(examples))
+        lm.forget_prefixes()
+        (cold,) = lm.generate(request, greedy)
+        (warm,) = lm.generate(request, greedy)
+        assert warm.raw_text == cold.raw_text and warm.completion_tokens == cold.completion_tokens
+        assert warm.prompt_tokens > 800  # the header and three examples: long enough to matter
+    batch = lm.generate(request, GenerationSettings(max_new_tokens=16, seed=5), [0, 1, 2, 3, 4])
+    assert [r.seed for r in batch] == [5, 6, 7, 8, 9]
+    assert len({r.raw_text for r in batch}) > 1 and all(r.completion_tokens > 0 for r in batch)

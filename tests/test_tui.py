@@ -410,13 +410,15 @@ async def test_n_samples_set_in_the_app_stepping_and_metrics(tiny_trio, session)
         # Stepping: the pane shows one sample at a time, "sample i/N" in its title.
         aligned = app.pane("aligned")
         texts = {r["sample_index"]: r["text"] for r in rows["aligned"]}
-        assert aligned.visible_text == printable(texts[1])  # it followed the generation
-        assert "sample 2/2" in title(aligned)
+        # The samples of a batch stream together; the pane followed the first of them.
+        assert aligned.visible_text == printable(texts[0])
+        assert "sample 1/2" in title(aligned)
         await pilot.press("ctrl+o", "ctrl+o")  # the active pane (1), then the next one
         assert app.focused is aligned and app.active_pane is aligned
-        await pilot.press("left")
+        await pilot.press("right")
+        assert aligned.visible_text == printable(texts[1]) and "sample 2/2" in title(aligned)
+        await pilot.press("left", "left")  # back to the first, then stays there
         assert aligned.visible_text == printable(texts[0]) and "sample 1/2" in title(aligned)
-        await pilot.press("left")  # already at the first: stays
         assert aligned.current == 0
         await pilot.press("ctrl+l", "alt+right")  # from the prompt box: alt+→ steps the active pane
         assert app.focused is app.query_one("#prompt") and aligned.current == 1
@@ -464,9 +466,9 @@ async def test_n_samples_set_in_the_app_stepping_and_metrics(tiny_trio, session)
         icl = sorted(session.generations(pid, "icl"), key=lambda r: r["sample_index"])
         assert [r["sample_index"] for r in icl] == [0, 1, 2]
         pane = app.panes[0]
+        assert "sample 1/3" in title(pane) and pane.visible_text == printable(icl[0]["text"])
+        await pilot.press("alt+right", "alt+right")
         assert "sample 3/3" in title(pane) and pane.visible_text == printable(icl[2]["text"])
-        await pilot.press("alt+left", "alt+left")
-        assert pane.visible_text == printable(icl[0]["text"])
         assert panel.rows()["icl"][1] == "3" and "icl" in panel.aggregation()
 
 

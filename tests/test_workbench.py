@@ -113,7 +113,7 @@ def test_empty_summary_is_a_notice_not_a_cancellation(bench, monkeypatch):
 
 
 def test_prompt_longer_than_the_context_is_refused_before_it_is_stored(bench):
-    from engine.generation import PromptTooLong
+    from engine.backend import PromptTooLong
 
     wb, session, _ = bench
     with pytest.raises(PromptTooLong, match="leaves no room for an answer"):

@@ -716,9 +716,12 @@ class OvertonApp(AnnotationActions, ScreenActions, App):
         if e.sample_index == 0:  # sample 0 starts a new batch
             st.reset(self.samples)
         st.start(e.sample_index, e.model_name)
-        self.set_status(f"generating {e.condition} sample {e.sample_index + 1}/{st.count}…")
-        for pane in self._panes_showing(e.condition):
-            pane.follow(e.sample_index)
+        first = min(st.running)
+        which = f"sample {first + 1}" if first == e.sample_index else f"samples {first + 1}–{e.sample_index + 1}"
+        self.set_status(f"generating {e.condition} {which}/{st.count}…")
+        if first == e.sample_index:  # the samples of a batch stream together: follow the first
+            for pane in self._panes_showing(e.condition):
+                pane.follow(e.sample_index)
 
     def on_text_delta(self, message: msg.TextDelta) -> None:
         e = message.event
@@ -819,8 +822,7 @@ class OvertonApp(AnnotationActions, ScreenActions, App):
                 # N counts the batch as made (a cancel, or the one aligned sample a hint needs).
                 st.expected = len(st.samples)
                 self._redraw(cond)
-            changed = st.generating is not None  # a sample that never reported back (an error)
-            st.generating = None
+            changed = st.stop_all()  # samples that never reported back (an error)
             if st.note.startswith(("waiting", "regenerating", "generating", "hint ready")) and not st.samples:
                 st.note = "not generated (cancelled) — press ctrl+g" if self._cancel.is_set() else "not generated"
                 changed = True

@@ -42,12 +42,12 @@ ServerNOpt = typer.Option(None, "--server-n/--no-server-n", help="Ask an inferen
 
 def USER_ERRORS() -> tuple[type[Exception], ...]:
     """Exceptions whose message is for the user: shown without a traceback."""
-    from engine.generation import PromptTooLong
+    from engine.backend import BackendError, PromptTooLong
     from engine.models import ModelUnavailable
     from engine.session import SessionError
     from engine.workbench import EmptyPrompt, NoPool, PromptConflict
 
-    return (ModelUnavailable, PromptTooLong, SessionError, EmptyPrompt, NoPool, PromptConflict)
+    return (ModelUnavailable, PromptTooLong, BackendError, SessionError, EmptyPrompt, NoPool, PromptConflict)
 
 
 def fail(message: str, code: int = 1) -> None:

@@ -69,9 +69,20 @@ class ConditionState:
         self.samples: dict[int, SampleState] = {}
         self.pending: dict[int, list[str]] = {}  # streamed text not yet on screen, per sample
         self.expected = expected  # samples in the batch (being) generated
-        self.generating: int | None = None  # the sample being generated, if any
+        self.running: set[int] = set()  # samples being generated (a batch decodes together)
         self.note = note  # shown when there is no sample, e.g. "waiting for the hint"
         self.model_name: str | None = None
+
+    @property
+    def generating(self) -> int | None:
+        """The first sample still being generated, if any."""
+        return min(self.running) if self.running else None
+
+    def stop_all(self) -> bool:
+        """Forget samples that never reported back; True if there were any."""
+        had = bool(self.running)
+        self.running.clear()
+        return had
 
     @property
     def count(self) -> int:
@@ -82,7 +93,7 @@ class ConditionState:
         self.samples.clear()
         self.pending.clear()
         self.expected = expected
-        self.generating = None
+        self.running.clear()
         self.note = note
 
     def load(self, rows: list[dict]) -> None:
@@ -95,7 +106,7 @@ class ConditionState:
     def start(self, index: int, model_name: str) -> None:
         self.model_name = model_name
         self.samples[index] = SampleState(model_name=model_name)
-        self.generating = index
+        self.running.add(index)
         self.note = ""
 
     def add_text(self, index: int, text: str) -> None:
@@ -120,8 +131,7 @@ class ConditionState:
         # The stored answer (stop text cut, stripped) replaces what was streamed.
         state.text = text
         state.finish_reason, state.words, state.tokens, state.duration_s = finish_reason, words, tokens, duration_s
-        if self.generating == index:
-            self.generating = None
+        self.running.discard(index)
 
 
 class _TextScroll(VerticalScroll, can_focus=False):
