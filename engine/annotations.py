@@ -20,7 +20,6 @@ Light: sqlite only, never torch or textual.
 
 from __future__ import annotations
 
-import getpass
 import itertools
 import json
 import sqlite3
@@ -50,6 +49,8 @@ class AnnotationConflict(AnnotationError):
 def default_annotator() -> str:
     """The login name (``getpass.getuser()``), or 'anonymous' where there is none."""
     try:
+        import getpass  # on first use: it pulls in termios
+
         name = getpass.getuser()
     except Exception:  # noqa: BLE001 - no login name in some containers
         name = ""

@@ -46,12 +46,10 @@ export leaves nothing behind. No torch, no textual.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -279,6 +277,8 @@ def csv_cell(value: Any) -> Any:
 
 def _csv(columns, rows) -> str:
     buf = io.StringIO()
+    import csv  # only the csv format needs it
+
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([csv_cell(c) for c in columns])
     for row in rows:
@@ -343,10 +343,12 @@ def write_files(files: dict[Path, str], protect: Path | None = None) -> list[Pat
             raise ExportError(f"the folder {path.parent} does not exist; create it or choose another output path")
     temps: list[tuple[str, Path]] = []
     try:
-        for path, content in files.items():
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        for n, (path, content) in enumerate(files.items()):
+            # A temporary file beside the target, renamed over it once all are written. Named
+            # here rather than by tempfile, whose import costs `overton export` start-up.
+            tmp = str(path.parent / f".{path.name}.{os.getpid()}.{n}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             temps.append((tmp, path))
-            # mkstemp makes the file private (0600); an export is an ordinary file.
             os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
             with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
                 f.write(content)

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import string
 import unicodedata
 from functools import lru_cache
 from typing import Iterable, Sequence
@@ -45,7 +44,7 @@ from engine.averages import mean
 Text = str | frozenset  # a text, or its word bag when the caller already has it
 Prompts = Sequence[Sequence[str]]  # per prompt, that prompt's samples
 
-_ASCII_PUNCT = frozenset(string.punctuation)
+_ASCII_PUNCT = frozenset(r"""!"#$%&'()*+,-./:;<=>?@[\]^_`{|}~""")  # string.punctuation
 
 # Bump when word_bag() changes (tokenizer use, stopwords, punctuation rule): stored bags made
 # under another version are then ignored and recomputed.

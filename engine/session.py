@@ -26,7 +26,6 @@ the sqlite3 connection alone, so ``overton stats`` and ``export`` start fast.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import re
@@ -39,6 +38,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from engine import __version__
+
+try:  # CPython's own SHA-256: `import hashlib` loads OpenSSL first (~3 ms of every start-up)
+    from _sha2 import sha256 as _sha256  # Python 3.12+
+except ImportError:
+    try:
+        from _sha256 import sha256 as _sha256  # Python 3.11
+    except ImportError:
+        from hashlib import sha256 as _sha256
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -102,7 +109,7 @@ def where_equal(**columns: Any) -> tuple[str, list]:
 
 def content_hash(text: str) -> str:
     """Key of a text in the ``embeddings`` table: sha256 of its UTF-8 bytes, hex."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return _sha256(text.encode("utf-8")).hexdigest()
 
 
 # --------------------------------------------------------------------------- path resolution

@@ -218,7 +218,7 @@ def test_live_uniqueness_is_enforced_by_the_schema(s):
 
 
 def test_annotator_names(s, monkeypatch):
-    monkeypatch.setattr(ann.getpass, "getuser", lambda: "login-name")
+    monkeypatch.setattr("getpass.getuser", lambda: "login-name")
     a = Annotations(s)
     assert a.annotator == "login-name"
     a.set_rating("P1-base-0", 3)
@@ -231,7 +231,7 @@ def test_annotator_names(s, monkeypatch):
     def no_user():
         raise OSError("no login")
 
-    monkeypatch.setattr(ann.getpass, "getuser", no_user)
+    monkeypatch.setattr("getpass.getuser", no_user)
     assert Annotations(s).annotator == "anonymous"
 
 

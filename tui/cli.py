@@ -8,10 +8,20 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
-from typing import Optional
 
-import typer
+QUICK_COMMANDS = ("stats", "export", "sessions", "search", "models")
+if len(sys.argv) > 1 and (sys.argv[1] in QUICK_COMMANDS or "--help" in sys.argv):
+    # These print and exit within a tenth of a second, having made many long-lived objects
+    # (modules, click parameters): young-generation collections during start-up find nothing
+    # to free and cost ~5% of it (bench/startup.py). Long runs keep Python's defaults.
+    import gc
+
+    gc.set_threshold(50_000, 50, 50)
+
+from pathlib import Path  # noqa: E402
+from typing import Optional  # noqa: E402
+
+import typer  # noqa: E402
 
 from tui.lazy import LazyConsole
 
@@ -280,12 +290,33 @@ from tui.commands_data import register as _register_data_commands
 _register_data_commands(app)
 
 
+def _app_for(argv: list[str]) -> typer.Typer:
+    """The app, holding only the command that ``argv`` names when it names one.
+
+    typer turns the signature of every registered command into click parameters before it
+    parses anything; building one instead of eight is a measurable part of the start-up of
+    `overton stats` and `overton export` (bench/startup.py). `overton --help` and the app
+    itself (no command) get everything.
+    """
+    if len(argv) < 2 or argv[1].startswith("-"):
+        return app
+    keep = [c for c in app.registered_commands
+            if (c.name or c.callback.__name__.replace("_", "-")) == argv[1]]
+    if not keep:
+        return app  # a typo: the full app says which commands there are
+    import copy
+
+    one = copy.copy(app)
+    one.registered_commands = keep
+    return one
+
+
 def main() -> None:
     # Weights come from installed packages and local folders only: never reach for a hub.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
-        app()
+        _app_for(sys.argv)()
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
