@@ -36,6 +36,8 @@ def main() -> int:
             ttft["cached"].append(warm.first_token_s)
             identical &= cold.raw_text == warm.raw_text
             prompt_tokens = cold.prompt_tokens
+            print(f"  round {_ + 1}/{REPEAT} {query[:40]!r}: first token after {cold.first_token_s:.3f} s "
+                  f"recomputed, {warm.first_token_s:.3f} s cached", flush=True)
     cached_ids = len(lm.prefix_cache(icl_request(QUERIES[0], cached=True).prefix).ids)
     ratio = median(ttft["recompute"]) / median(ttft["cached"])
     print(f"model {lm.spec.name}: prompt ~{prompt_tokens} tokens, of which {cached_ids} cached")

@@ -29,6 +29,7 @@ def main() -> int:
     def separate():
         got["separate"] = [lm.generate(request, settings, [i])[0] for i in range(N)]
 
+    print(f"timing 1 warm-up + 3 rounds of both (each round ~{N} generations of ≤ {MAX_NEW} tokens)…", flush=True)
     times = interleave({"together": together, "separate": separate}, repeat=3, warmup=1)
     same = sum(a.raw_text == b.raw_text for a, b in zip(got["together"], got["separate"]))
     tokens = sum(r.completion_tokens for r in got["together"])

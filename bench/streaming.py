@@ -41,6 +41,7 @@ def main() -> int:
         new = out[0, enc.input_ids.shape[1]:]
         out_ids.append(("bare", lm.tokenizer.decode(new, skip_special_tokens=True), int(new.shape[0])))
 
+    print(f"timing 1 warm-up + 5 rounds of both ({MAX_NEW} tokens each)…", flush=True)
     times = interleave({"ours": ours, "bare": bare}, repeat=5, warmup=1)
     last = {name: (text, n) for name, text, n in out_ids[-2:]}
     same = last["ours"][0].startswith(last["bare"][0][: len(last["ours"][0])]) and last["ours"][1] == last["bare"][1]

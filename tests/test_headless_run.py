@@ -110,3 +110,48 @@ def test_errors_never_print_raw_escape_sequences(tmp_path):
     r = CliRunner().invoke(app, ["run", "hi", "--models", "base=/no\x1b[31mpe", "--sessions-dir", str(tmp_path)])
     assert r.exit_code == 2
     assert "\x1b[31m" not in r.output and "␛[31m" in r.output
+
+
+def test_samples_of_a_batch_print_one_after_another(tiny_trio, tmp_path):
+    """The samples decode together, their text interleaved; the output shows each whole,
+    under its own header, in order."""
+    from engine.sanitize import printable
+
+    r = CliRunner().invoke(app, ["run", "Tell me.", "--models", _models(tiny_trio), "--sessions-dir", str(tmp_path),
+                                 "--session", "n", "--conditions", "base", "--samples", "3",
+                                 "--max-new-tokens", "10"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    with Session.open(tmp_path / "n.db", create=False) as s:
+        texts = {g["sample_index"]: g["text"] for g in s.generations()}
+    assert len(set(texts.values())) > 1
+    at = [r.output.index(f"sample {i + 1}/3") for i in range(3)]
+    assert at == sorted(at)
+    for i in range(3):
+        end = at[i + 1] if i < 2 else len(r.output)
+        assert printable(texts[i]) in r.output[at[i]:end]  # whole, between its header and the next
+
+
+def test_batch_skips_a_prompt_too_long_names_it_and_runs_the_rest(tiny_trio, tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_text(json.dumps({"id": "small", "prompt": "Short?"}) + "\n"
+                 + json.dumps({"id": "huge", "prompt": "word " * 9000}) + "\n", encoding="utf-8")
+    r = CliRunner().invoke(app, ["run", "--prompts", str(f), "--models", _models(tiny_trio), "--sessions-dir",
+                                 str(tmp_path), "--session", "h", "--conditions", "base", "--samples", "1",
+                                 "--max-new-tokens", "3"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "prompt 'huge' (line 2) skipped: the prompt alone is" in r.output
+    assert "1 skipped: 'huge'" in r.output
+    with Session.open(tmp_path / "h.db", create=False) as s:
+        assert [p["external_id"] for p in s.prompts()] == ["small"]
+        assert len(s.generations()) == 1
+
+
+def test_a_single_prompt_refused_leaves_no_session_file(tiny_trio, tmp_path):
+    r = CliRunner().invoke(app, ["run", "word " * 9000, "--models", _models(tiny_trio), "--sessions-dir",
+                                 str(tmp_path), "--session", "gone", "--max-new-tokens", "3"])
+    assert r.exit_code == 1 and "the prompt alone is" in r.output
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept.db").touch()  # an existing (empty) file is never removed
+    CliRunner().invoke(app, ["run", "word " * 9000, "--models", _models(tiny_trio), "--sessions-dir",
+                             str(tmp_path), "--session", "kept", "--max-new-tokens", "3"])
+    assert (tmp_path / "kept.db").exists()

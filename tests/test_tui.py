@@ -520,3 +520,9 @@ async def test_a_continued_session_opens_on_its_latest_prompt(tiny_trio, session
         assert app.prompt_id == latest
         assert "Stored answer about tea" in app.pane("base").visible_text
         assert "old answer" not in app.pane("base").visible_text
+        # The prompt box shows the latest prompt selected: typing replaces it, never appends.
+        box = app.query_one("#prompt")
+        assert box.value == "The latest question" and box.selected_text == "The latest question"
+        box.focus()
+        await pilot.press("N", "e", "w")
+        assert box.value == "New"

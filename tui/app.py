@@ -503,7 +503,9 @@ class OvertonApp(AnnotationActions, ScreenActions, App):
         row = self.session.prompt(prompt_id)
         self.prompt_id = prompt_id
         self._sync_prompt()
-        self.query_one("#prompt", Input).value = printable(row["text"])
+        box = self.query_one("#prompt", Input)
+        box.value = printable(row["text"])
+        box.select_all()  # typing replaces the shown prompt instead of appending to it
         hint = self.session.latest_hint(prompt_id)
         self.hint_text = hint["text"] if hint else None
         self.query_one("#hint", TextArea).load_text(printable(self.hint_text or ""))

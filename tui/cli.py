@@ -122,6 +122,16 @@ def _open_session(session: Optional[str], sessions_dir: Optional[Path]):
         fail(str(exc))
 
 
+def _session_exists(session: Optional[str], sessions_dir: Optional[Path]) -> bool:
+    from engine.paths import sessions_dir as default_dir
+    from engine.session import SessionError, resolve_session_path
+
+    try:
+        return resolve_session_path(session, Path(sessions_dir) if sessions_dir else default_dir()).exists()
+    except SessionError:
+        return True  # _open_session reports it; never remove anything then
+
+
 @app.callback(invoke_without_command=True)
 def main_command(
     ctx: typer.Context,
@@ -217,6 +227,7 @@ def run(
     settings = _settings(n, max_new_tokens, seed, temperature, repetition_penalty)
     trio = _trio(models, server_url, api_key_env, concurrency, server_n)
     _check_models(trio)
+    existed = _session_exists(session, sessions_dir)
     store = _open_session(session, sessions_dir)
     from tui.headless import run_batch, run_prompt
 
@@ -233,7 +244,15 @@ def run(
             raise
         fail(message)
     finally:
+        try:
+            stored = bool(store.prompts())
+        except Exception:  # a damaged or unwritable session: never remove it
+            stored = True
         store.close()
+        if not existed and not stored:  # refused before anything was stored: leave no empty file
+            from tui.commands_data import _remove_new_session
+
+            _remove_new_session(store.path, existed)
     if not finished:
         raise typer.Exit(130)
 

@@ -50,13 +50,19 @@ def matrix_table(metrics) -> Table:
 
 
 class _Printer:
-    """Turns workbench events into terminal output as they arrive."""
+    """Turns workbench events into terminal output as they arrive.
+
+    The samples of a condition are generated together and their text arrives interleaved;
+    one is streamed live, the others are held and printed whole, in order, as their turn comes.
+    """
 
     def __init__(self, console: Console, trio, samples: int):
         self.console = console
         self.trio = trio
         self.samples = samples
         self.metrics = None
+        self.live: tuple | None = None  # (condition, sample) being printed as it streams
+        self.held: dict[tuple, dict] = {}  # started samples waiting for their turn, in start order
 
     def __call__(self, event) -> None:
         c = self.console
@@ -64,23 +70,69 @@ class _Printer:
             if event.fraction is None or event.fraction in (0.0, 1.0):
                 c.print(Text(printable(f"[{event.role}] {event.message}"), style="dim"))
         elif isinstance(event, ev.GenerationStarted):
-            label = CONDITIONS[event.condition].label if event.condition in CONDITIONS else "hint (summary of aligned sample 0)"
-            c.print()
-            c.rule(Text(printable(f"{label} · {event.model_name} · sample {event.sample_index + 1}/{self.samples}")),
-                   align="left")
+            self.held[(event.condition, event.sample_index)] = {"started": event, "text": [], "done": None}
+            if self.live is None:
+                self._next()
         elif isinstance(event, ev.TextDelta):
-            c.print(Text(printable(event.text)), end="", soft_wrap=True)
+            key = (event.condition, event.sample_index)
+            if key == self.live:
+                c.print(Text(printable(event.text)), end="", soft_wrap=True)
+            elif key in self.held:
+                self.held[key]["text"].append(event.text)
         elif isinstance(event, ev.GenerationDone):
-            rate = event.completion_tokens / event.duration_s if event.duration_s else 0
-            c.print()
-            c.print(Text(f"[{event.finish_reason} · {event.words} words · {event.completion_tokens} tokens · "
-                         f"{rate:.1f} tok/s]", style="dim"))
+            key = (event.condition, event.sample_index)
+            if key == self.live:
+                self._footer(event)
+                self.live = None
+                self._next()
+            elif key in self.held:
+                self.held[key]["done"] = event
         elif isinstance(event, ev.HintReady) and event.source == "user":
             c.print(Text(f"hint ({event.source}): ", style="bold") + Text(printable(event.text)))
         elif isinstance(event, ev.MetricsReady):
             self.metrics = event.metrics
         elif isinstance(event, ev.Notice):
             c.print(Text(printable(f"note: {event.message}"), style="yellow"))
+
+
+    def _header(self, e: ev.GenerationStarted) -> None:
+        if e.condition in CONDITIONS:
+            title = f"{CONDITIONS[e.condition].label} · {e.model_name} · sample {e.sample_index + 1}/{self.samples}"
+        else:
+            title = f"hint (summary of aligned sample 0) · {e.model_name}"
+        self.console.print()
+        self.console.rule(Text(printable(title)), align="left")
+
+    def _footer(self, e: ev.GenerationDone) -> None:
+        rate = e.completion_tokens / e.duration_s if e.duration_s else 0
+        self.console.print()
+        self.console.print(Text(f"[{e.finish_reason} · {e.words} words · {e.completion_tokens} tokens · "
+                                f"{rate:.1f} tok/s]", style="dim"))
+
+    def _next(self) -> None:
+        """Print held samples in order: finished ones whole, the first unfinished one from what
+        it has so far, which then streams live."""
+        while self.held:
+            key = next(iter(self.held))
+            entry = self.held.pop(key)
+            self._header(entry["started"])
+            done = entry["done"]
+            text = done.text if done is not None else "".join(entry["text"])
+            self.console.print(Text(printable(text)), end="", soft_wrap=True)
+            if done is None:
+                self.live = key
+                return
+            self._footer(done)
+
+    def finish(self) -> None:
+        """After an interruption or error: show what was held back."""
+        if self.live is not None:
+            self.console.print()
+            self.live = None
+        self._next()
+        if self.live is not None:
+            self.console.print()
+            self.live = None
 
 
 def _run_interruptible(work, console: Console, name: str) -> dict:
@@ -132,7 +184,10 @@ def run_prompt(console: Console, trio, session, settings, prompt: str, hint: str
         outcome["prompt_id"] = prompt_id
         outcome["finished"] = bench.run(prompt_id, cancel, hint=hint, conditions=conditions)
 
-    outcome = _run_interruptible(work, console, "overton-run")
+    try:
+        outcome = _run_interruptible(work, console, "overton-run")
+    finally:
+        printer.finish()  # an error message starts on a line of its own
     console.print()
     if printer.metrics is not None:
         console.print(metrics_table(printer.metrics))
@@ -166,7 +221,8 @@ def run_batch(console: Console, trio, session, settings, prompts, conditions, po
 
     def emit(event) -> None:
         if isinstance(event, ev.GenerationDone) and event.condition in counted:
-            progress.advance(task)
+            if event.finish_reason != "cancelled":  # a cancelled answer is redone on resume
+                progress.advance(task)
         elif isinstance(event, ev.GenerationStarted):
             progress.update(task, description=printable(f"prompt {state['prompt']}/{len(prompts)} · "
                                                         f"{event.condition} sample {event.sample_index + 1}"))
@@ -176,22 +232,44 @@ def run_batch(console: Console, trio, session, settings, prompts, conditions, po
             progress.console.print(Text(printable(f"[{event.role}] {event.message}"), style="dim"))
 
     bench = Workbench(trio, session, settings, emit=emit, pool=pool)
+    skipped: list[str] = []
+
+    def skip(line, exc) -> None:
+        skipped.append(line.id)
+        progress.advance(task, len(counted) * settings.samples)
+        progress.console.print(Text(printable(f"prompt {line.id!r} (line {line.line}) skipped: {exc}"), style="yellow"))
+
     def work(cancel, outcome):
+        from engine.backend import PromptTooLong
+        from engine.workbench import EmptyPrompt
+
         bench.load()
-        ids = [bench.add_prompt(line.text, external_id=line.id) for line in prompts]
+        ids = {}
+        for line in prompts:  # a prompt that cannot run is reported by its id and line; the rest run
+            try:
+                ids[line] = bench.add_prompt(line.text, external_id=line.id)
+            except (PromptTooLong, EmptyPrompt) as exc:  # an edited prompt (PromptConflict) stops the run
+                skip(line, exc)
         for chosen in passes:
-            for n, pid in enumerate(ids, 1):
+            for n, (line, pid) in enumerate(list(ids.items()), 1):
                 state["prompt"] = n
                 done = sum(len(bench.completed_samples(pid, c) & set(range(settings.samples))) for c in chosen)
                 progress.advance(task, done)  # resumed work counts as done
-                if not bench.run(pid, cancel, conditions=chosen, resume=True):
-                    outcome["finished"] = False
-                    return
+                try:
+                    if not bench.run(pid, cancel, conditions=chosen, resume=True):
+                        outcome["finished"] = False
+                        return
+                except PromptTooLong as exc:
+                    del ids[line]
+                    skip(line, exc)
         outcome["finished"] = True
 
     with progress:
         outcome = _run_interruptible(work, progress.console, "overton-batch")
     finished = outcome.get("finished", False)
-    console.print(Text(f"session: {session.path} · {len(prompts)} prompts · conditions {', '.join(counted)} · "
-                       + ("complete" if finished else "interrupted; run the same command again to resume")))
+    left_out = f" ({len(skipped)} skipped: {', '.join(map(repr, skipped[:5]))}{' …' if len(skipped) > 5 else ''})"
+    console.print(Text(printable(
+        f"session: {session.path} · {len(prompts)} prompts{left_out if skipped else ''} · "
+        f"conditions {', '.join(counted)} · "
+        + ("complete" if finished else "interrupted; run the same command again to resume"))))
     return finished
