@@ -46,10 +46,37 @@ class Trio:
 
     @property
     def same_family(self) -> bool:
-        return self.base.family == self.aligned.family and self.base.family != "unknown"
+        """Base and aligned are known to be of one family (both families known and equal)."""
+        return _known(self.base.family) and self.base.family == self.aligned.family
+
+    @property
+    def different_families(self) -> bool:
+        """Base and aligned are known to be of different families (both known, not equal).
+        When either family is unknown overton knows neither, and says nothing about it."""
+        return _known(self.base.family) and _known(self.aligned.family) and self.base.family != self.aligned.family
+
+    def family_notice(self, short: bool = False) -> str:
+        """What the app (``short``: its subtitle) and ``overton run`` say about the families of
+        base and aligned: a warning when they differ, a note when they match, and nothing but the
+        names when either family is unknown ('' in the long form)."""
+        base, aligned = self.base, self.aligned
+        if self.same_family:
+            return f"{base.name} vs {aligned.name} (same family)" if short else (
+                self.note or f"{base.name} and {aligned.name} are the same family.")
+        if self.different_families:
+            if short:
+                return f"note: base ({base.family}) and aligned ({aligned.family}) are different model families"
+            return self.note or (f"Note: base {base.name} ({base.family}) and aligned {aligned.name} "
+                                 f"({aligned.family}) come from different families; differences mix alignment "
+                                 "with model family.")
+        return f"{base.name} vs {aligned.name}" if short else ""
 
     def roles(self) -> dict[str, ModelSpec]:
         return {"base": self.base, "aligned": self.aligned, "embedder": self.embedder}
+
+
+def _known(family: str) -> bool:
+    return bool(family) and family != "unknown"
 
 
 GEMMA_BASE = ModelSpec(

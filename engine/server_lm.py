@@ -26,6 +26,7 @@ Standard library only (http.client): no torch, no transformers, no HTTP package.
 
 from __future__ import annotations
 
+import html
 import http.client
 import json
 import math
@@ -57,6 +58,7 @@ from engine.settings import GenerationSettings
 Progress = Callable[[str, "float | None"], None]
 
 CONNECT_TIMEOUT = 10.0
+ALIVE_TIMEOUT = 3.0  # the one GET /models that tells a server that went away from one that still answers
 ASSUMED_CONTEXT = 2048  # llama-cpp-python's default n_ctx; used only when the server says nothing
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 BACKOFF_FIRST_S = 0.5
@@ -89,18 +91,43 @@ class _Aborted(Exception):
     pass
 
 
+class ServerGone(BackendError):
+    """The server stopped answering in the middle of an answer (its process died or was
+    stopped): the connection was lost and it no longer answers at all."""
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")  # as session times
 
 
+EXCERPT = 200  # characters of a body that is not a JSON error (an HTML page, plain text)
+_HTML = re.compile(r"\s*<(?:!doctype|html|head|body|title|h1|p|pre|center)\b|.*</(?:html|body)>",
+                   re.IGNORECASE | re.DOTALL)
+
+
+def _is_html(raw: bytes) -> bool:
+    return bool(_HTML.match(raw[:4096].decode("utf-8", "replace")))
+
+
+def _excerpt(text: str) -> str:
+    """A short readable excerpt of a non-JSON body: an HTML page's text without its tags (and
+    without its head, scripts and styles), whitespace collapsed, cut at EXCERPT characters."""
+    if _HTML.match(text[:4096]):
+        text = re.sub(r"<(head|script|style)\b.*?</\1\s*>", " ", text, flags=re.IGNORECASE | re.DOTALL)
+        text = html.unescape(re.sub(r"<[^>]*>", " ", text))
+    text = " ".join(text.split())
+    return text if len(text) <= EXCERPT else text[:EXCERPT - 1].rstrip() + "…"
+
+
 def _error_text(raw: bytes) -> str:
     """The message of an error body: OpenAI's {"error": {"message"}}, vLLM's {"message"},
-    FastAPI's {"detail"}, TGI's {"error": "..."}, or the text itself."""
+    FastAPI's {"detail"}, TGI's {"error": "..."}, or a short excerpt of the text itself (an
+    HTML error page loses its tags)."""
     text = raw.decode("utf-8", "replace").strip()
     try:
         data = json.loads(text)
     except ValueError:
-        return text[:500]
+        return _excerpt(text)
     if isinstance(data, dict):
         err = data.get("error", data)
         if isinstance(err, dict):
@@ -111,7 +138,7 @@ def _error_text(raw: bytes) -> str:
             return err[:500]
         if "detail" in data:
             return json.dumps(data["detail"])[:500]
-    return text[:500]
+    return _excerpt(text)
 
 
 # How servers say a request does not fit: vLLM / OpenAI, llama-cpp-python (whose error handler
@@ -158,6 +185,7 @@ class _Sample:
     started_at: str | None = None
     first: float | None = None
     ended: float | None = None
+    lost: bool = False  # its server went away mid-answer: the partial answer is kept as 'cancelled'
     extra: dict = field(default_factory=dict)
 
     @property
@@ -326,6 +354,10 @@ def _status_error(http_: _Http, status: int, raw: bytes, headers: dict, model: s
                           "--concurrency (or concurrency in overton.toml) or try again later", _retry_after(headers))
     if status in TRANSIENT_STATUS:
         return _Transient(f"the server at {url} failed (HTTP {status}: {message}){AFTER}", _retry_after(headers))
+    if status not in (401, 403) and _is_html(raw):
+        return BackendError(f"the server at {url} does not look like an OpenAI-compatible API: it answered HTTP "
+                            f"{status} with a web page ({message}); the base URL of the API usually ends in /v1 "
+                            "(e.g. http://localhost:8000/v1)")
     over = _overflow(message)
     if over is not None:
         return over
@@ -531,6 +563,11 @@ class ServerLM:
         finally:
             finished.set()
             watcher.join()
+        if errors and isinstance(errors[0], ServerGone):
+            for s in samples:  # every stream died with the server: keep what each had (it was shown)
+                if s.raw and not s.finished:
+                    s.lost = True
+                    s.extra["connection_lost"] = True
         results = [self._result(request, s, settings, params, max_new, prompt_tokens, streams.user_cancelled)
                    for s in samples]
         if errors:
@@ -538,8 +575,9 @@ class ServerLM:
             if isinstance(exc, _Overflow):
                 exc = self._too_long(exc.prompt_tokens or prompt_tokens, exc.context or self.context_length,
                                      request.chat, exc.message)
-            # Samples that finished before the error are not lost: the caller may store them.
-            exc.results = [r for r, s in zip(results, samples) if s.finished]
+            # Samples that finished before the error are not lost: the caller may store them (and
+            # the partial answers, as 'cancelled', when the server went away).
+            exc.results = [r for r, s in zip(results, samples) if s.finished or s.lost]
             raise exc
         return results
 
@@ -645,6 +683,8 @@ class ServerLM:
                     return  # we closed it (cancel, or a sibling's error)
                 if not any(s.emitted for s in group):
                     raise _Transient(f"the server at {self.server.url} dropped the connection ({exc})") from exc
+                if not self._answers():
+                    raise self._gone() from exc
                 raise BackendError(f"the server at {self.server.url} dropped the connection in the middle of an "
                                    f"answer ({exc}); run again to redo it") from exc
             if streams.abort.is_set():
@@ -655,6 +695,11 @@ class ServerLM:
             if not got_data and not done:
                 self._diagnose(path, body)
             unfinished = [s for s in group if not s.finished and (s.raw or len(group) == 1)]
+            if unfinished and not self._answers():
+                if not any(s.emitted for s in group):  # nothing shown yet: retry (and say it is down)
+                    raise _Transient(f"the server at {self.server.url} went away in the middle of an answer "
+                                     "(connection lost)")
+                raise self._gone()
             if unfinished:
                 raise BackendError(
                     f"the server at {self.server.url} ended an answer without saying why (no finish reason). "
@@ -663,6 +708,19 @@ class ServerLM:
         finally:
             streams.discard(sock)
             conn.close()
+
+    def _answers(self) -> bool:
+        """Whether the server still answers (any HTTP answer to one quick GET /models)."""
+        try:
+            self.http.call("GET", "/models", timeout=ALIVE_TIMEOUT)
+        except _Transient:
+            return False
+        return True
+
+    def _gone(self) -> ServerGone:
+        return ServerGone(f"the server at {self.server.url} went away in the middle of an answer (connection "
+                          "lost); the partial answers are kept as 'cancelled'. Start the server again and run "
+                          "again to redo them")
 
     def _take(self, chunk: dict, group: list[_Sample], emit, chat: bool) -> None:
         model = chunk.get("model")
@@ -716,7 +774,7 @@ class ServerLM:
         return GenerationResult(
             model_id=self.spec.id, model_name=self.spec.name, model_family=self.spec.family,
             prompt_text=request.text, text=text.strip(), raw_text=s.raw,
-            finish_reason=finish_reason(s.stop, cancelled and not s.finished, s.server_finish == "stop"),
+            finish_reason=finish_reason(s.stop, (cancelled or s.lost) and not s.finished, s.server_finish == "stop"),
             settings={**settings.to_dict(), "max_new_tokens_effective": max_new, "top_k": None, "top_p": None,
                       "server_params": params},
             seed=s.seed, prompt_tokens=int(used_prompt),

@@ -226,15 +226,35 @@ def server_spec(text: str, role: str, config: Config | None = None) -> ModelSpec
         if server is None:
             raise ModelUnavailable(f"{text} needs a server: pass --server-url http://host:port/v1, write "
                                    f"openai:{model}@URL, or set [server] url in overton.toml")
-    elif where.strip().startswith(("http://", "https://")):
-        server = config.adhoc(where)
     else:
-        server = config.server(where.strip())
+        server = _server_at(where.strip(), model, config)
     return ModelSpec(
         name=model.rstrip("/").split("/")[-1], kind=KIND, ref=f"{model}@{server.url}", family=family_of(model),
         install=f"serve {model} on an OpenAI-compatible server at {server.url} (e.g. vllm serve {model})",
         locator=model, server=server,
     )
+
+
+def _server_at(where: str, model: str, config: Config) -> ServerConfig:
+    """The server of ``openai:MODEL@WHERE``: a URL, or the name of a server in the config file.
+    A URL of another scheme, or an address without one (``host:port/v1``), is refused with the
+    fix rather than looked up as a name."""
+    if where in config.servers:
+        return config.server(where)
+    scheme, sep, rest = where.partition("://")
+    if sep:
+        if scheme.lower() not in ("http", "https"):
+            raise ModelUnavailable(f"unsupported URL scheme {scheme!r} in openai:{model}@{where} (use http:// or "
+                                   f"https://, e.g. openai:{model}@http://{rest or 'localhost:8000/v1'})")
+        return config.adhoc(where)
+    if re.search(r"[:/.]", where):
+        try:
+            url = normalise_url("http://" + where)
+        except ModelUnavailable:
+            url = "http://" + where
+        raise ModelUnavailable(f"the server {where!r} in openai:{model}@{where} looks like an address: write {url} "
+                               f"(openai:{model}@{url}); a plain name means a server of the config file")
+    return config.server(where)
 
 
 def served_model(spec: ModelSpec) -> str:

@@ -457,3 +457,181 @@ def test_api_key_comes_from_the_environment_and_is_never_recorded(monkeypatch):
     assert r.text == "Hello world!"
     recorded = json.dumps([r.record(), r.extra, r.model_id])
     assert "sk-test-123" not in recorded and "OVERTON_TEST_KEY" not in recorded
+
+
+# -- a server that goes away mid-answer, a web server that is no OpenAI API, bad SERVER parts --
+
+@contextlib.contextmanager
+def dying_server(streams: int, end: str):
+    """A raw HTTP server that streams part of an answer (no finish reason) into each of
+    ``streams`` POSTs and, once the test sets the event it yields, ends them all: ``end`` is
+    'eof' (the process went away: listening socket closed, then each stream closed),
+    'reset' (went away with TCP resets) or 'alive' (each stream closed; GET /v1/models
+    still answered, as a llama-cpp-python that interrupts a stream)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.2)
+    release, stop = threading.Event(), threading.Event()
+    held: list[socket.socket] = []
+
+    def read_request(conn) -> tuple[str, bytes]:
+        f = conn.makefile("rb")
+        method = f.readline().split(b" ")[0].decode()
+        length = 0
+        while (line := f.readline()) not in (b"\r\n", b"\n", b""):
+            name, _, value = line.decode().partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value)
+        return method, f.read(length)
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return  # closed: the server went away
+            method, body = read_request(conn)
+            if method == "GET":
+                data = json.dumps({"object": "list", "data": [{"id": "fake"}]}).encode()
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                             b"Content-Length: %d\r\n\r\n" % len(data) + data)
+                conn.close()
+                continue
+            seed = json.loads(body)["seed"]
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n")
+            for piece in (f"Partial {seed}", " answer"):
+                chunk = {"model": "fake", "choices": [{"index": 0, "text": piece, "finish_reason": None}]}
+                conn.sendall(f"data: {json.dumps(chunk)}\n\n".encode())
+            held.append(conn)
+            if len(held) < streams:
+                continue
+            release.wait(20)
+            if end != "alive":
+                listener.close()
+            for c in held:
+                if end == "reset":
+                    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                c.close()
+            held.clear()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/v1", release
+    finally:
+        stop.set()
+        release.set()
+        thread.join(5)
+        listener.close()
+
+
+def _server_lm(url: str, **settings):
+    from engine.server_lm import ServerLM
+
+    made = spec("fake", url, **settings)
+    return ServerLM(made, made.server, {"id": "fake"}, 512, None)
+
+
+@pytest.mark.parametrize("end", ["eof", "reset"])
+def test_a_server_that_goes_away_mid_answer_hands_back_the_partial_answers(end):
+    settings = GenerationSettings(temperature=1.0, max_new_tokens=64, seed=7)
+    shown: dict[int, str] = {}
+    with dying_server(2, end) as (url, release):
+        lm = _server_lm(url, retries=0, concurrency=2)
+
+        def on_text(i, t):
+            shown[i] = shown.get(i, "") + t
+            if all(shown.get(k, "").endswith("answer") for k in (0, 1)):
+                release.set()  # both partial answers are on screen: now the server dies
+
+        with pytest.raises(BackendError) as err:
+            lm.generate(Request("Tell me a story"), settings, [0, 1], on_text=on_text)
+    message = str(err.value)
+    assert "went away in the middle of an answer (connection lost)" in message and "'cancelled'" in message
+    assert "interrupt_requests" not in message
+    kept = sorted(err.value.results, key=lambda r: r.seed)
+    # The workbench stores each result as sample i where r.seed == settings.seed_for(i).
+    assert [r.seed for r in kept] == [settings.seed_for(0), settings.seed_for(1)]
+    assert [r.finish_reason for r in kept] == ["cancelled", "cancelled"]
+    assert [r.text for r in kept] == [shown[0].strip(), shown[1].strip()] == ["Partial 7 answer", "Partial 8 answer"]
+    assert all(r.extra["connection_lost"] for r in kept)
+
+
+def test_a_stream_ended_by_a_server_that_still_answers_keeps_the_interrupt_advice():
+    with dying_server(1, "alive") as (url, release):
+        lm = _server_lm(url, retries=0)
+        with pytest.raises(BackendError, match=r"no finish reason\). llama-cpp-python .*--interrupt_requests False"):
+            lm.generate(Request("Tell me a story"), GREEDY, [0], on_text=lambda i, t: release.set())
+
+
+def test_a_web_server_that_is_not_an_openai_api_gets_a_short_readable_message(tmp_path):
+    import functools
+    from http.server import SimpleHTTPRequestHandler
+
+    from engine.server_lm import _error_text
+
+    handler = functools.partial(type("Quiet", (SimpleHTTPRequestHandler,), {"log_message": lambda *a: None}),
+                                directory=str(tmp_path))
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)  # what `python -m http.server` runs
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(BackendError) as err:
+            connect(spec("base", f"http://127.0.0.1:{httpd.server_address[1]}/v1", retries=0))
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    message = str(err.value)
+    assert "<" not in message and "DOCTYPE" not in message.upper() and len(message) < 500, message
+    assert "does not look like an OpenAI-compatible API" in message and "ends in /v1" in message
+    assert "HTTP 404" in message and "File not found" in message
+    assert len(_error_text(b"Internal error: " + b"x" * 1000)) <= 200  # a long plain body is cut too
+
+
+@pytest.mark.parametrize(("where", "said"), [
+    ("ftp://127.0.0.1:18081/v1", "unsupported URL scheme 'ftp'"),
+    ("127.0.0.1:18081/v1", "looks like an address: write http://127.0.0.1:18081/v1"),
+    ("localhost:8000", "looks like an address: write http://localhost:8000/v1"),
+    ("gpu1.lab/v1", "looks like an address: write http://gpu1.lab/v1"),
+])
+def test_a_server_part_that_is_no_http_url_is_not_taken_for_a_name(where, said):
+    from engine.models import ModelUnavailable
+
+    with pytest.raises(ModelUnavailable) as err:
+        server_spec(f"openai:base@{where}", "base", load_config(Path(os.devnull)))
+    assert said in str(err.value) and "no server named" not in str(err.value)
+
+
+def test_server_part_plain_names_still_mean_config_servers(tmp_path):
+    from engine.models import ModelUnavailable
+
+    (tmp_path / "overton.toml").write_text('[servers.chat]\nurl = "http://gpu1:8001/v1"\n')
+    config = load_config(tmp_path / "overton.toml")
+    assert server_spec("openai:base@chat", "base", config).server.url == "http://gpu1:8001/v1"
+    assert server_spec("openai:base@HTTPS://gpu1:8002", "base", config).server.url == "https://gpu1:8002/v1"
+    with pytest.raises(ModelUnavailable, match="no server named 'other'"):
+        server_spec("openai:base@other", "base", config)
+
+
+def test_family_notice_only_for_families_overton_knows():
+    from dataclasses import replace
+
+    from engine.models import MINILM, TRIOS, Trio
+
+    config = load_config(Path(os.devnull))
+    base = server_spec("openai:base@http://127.0.0.1:18081/v1", "base", config)
+    aligned = server_spec("openai:chat@http://127.0.0.1:18081/v1", "aligned", config)
+    assert base.family == aligned.family == "unknown"
+    unknown = Trio("servers", base, aligned, MINILM)
+    assert not unknown.same_family and not unknown.different_families
+    assert unknown.family_notice() == "" and unknown.family_notice(short=True) == "base vs chat"
+    half = Trio("half", replace(base, family="gemma"), aligned, MINILM)
+    assert not half.same_family and not half.different_families and half.family_notice() == ""
+    default = TRIOS["default"]
+    assert default.different_families and not default.same_family
+    assert "different families" in default.family_notice()
+    assert "different model families" in default.family_notice(short=True)
+    assert TRIOS["llama2"].same_family and not TRIOS["llama2"].different_families
+    assert "(same family)" in TRIOS["llama2"].family_notice(short=True)
