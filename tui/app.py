@@ -178,7 +178,7 @@ class OvertonApp(AnnotationActions, ScreenActions, App):
         self.set_interval(self.flush_interval, self._flush_text)
         self.set_interval(0.5, self._tick)
         self._draw_settings()
-        self.set_status(self._family_notice(short=False), "yellow" if not self.trio.same_family else "")
+        self.set_status(self._family_notice(short=False), "yellow" if self.trio.different_families else "")
         # A continued session opens on its latest prompt, so earlier work is visible at once.
         earlier = self.session.prompts()
         if earlier:
@@ -194,17 +194,7 @@ class OvertonApp(AnnotationActions, ScreenActions, App):
         self.screen.set_class(event.size.height < self.SHORT_HEIGHT, "-short")
 
     def _family_notice(self, short: bool) -> str:
-        base, aligned = self.trio.base, self.trio.aligned
-        if self.trio.same_family:
-            return f"{base.name} vs {aligned.name} (same family)" if short else (
-                self.trio.note or f"{base.name} and {aligned.name} are the same family."
-            )
-        if short:
-            return f"note: base ({base.family}) and aligned ({aligned.family}) are different model families"
-        return self.trio.note or (
-            f"Note: base {base.name} ({base.family}) and aligned {aligned.name} ({aligned.family}) "
-            "come from different families; differences mix alignment with model family."
-        )
+        return self.trio.family_notice(short)
 
     # -- helpers --------------------------------------------------------------------------
     @property
@@ -704,7 +694,7 @@ class OvertonApp(AnnotationActions, ScreenActions, App):
     def on_models_loaded(self, message: msg.ModelsLoaded) -> None:
         self.refresh_bindings()
         if not self.busy:
-            note = "" if self.trio.same_family else f" ({self._family_notice(short=True)})"
+            note = f" ({self._family_notice(short=True)})" if self.trio.different_families else ""
             self.set_status(f"models ready — type a prompt and press enter{note}", "green")
 
     def on_generation_started(self, message: msg.GenerationStarted) -> None:

@@ -173,7 +173,7 @@ def run_prompt(console: Console, trio, session, settings, prompt: str, hint: str
 
     printer = _Printer(console, trio, settings.samples)
     bench = Workbench(trio, session, settings, emit=printer, pool=pool)
-    if not trio.same_family:
+    if trio.different_families:
         console.print(Text(f"note: base ({trio.base.family}) and aligned ({trio.aligned.family}) models come "
                            "from different families; differences mix alignment with model family.", style="yellow"))
     console.print(Text("prompt: ", style="bold") + Text(printable(prompt.strip())))
