@@ -29,7 +29,9 @@ ROWS = (
 
 def metrics_table(metrics) -> Table:
     """One column per condition: it stays readable in an 80-column terminal."""
-    table = Table(title="per condition (aligned: samples 1..n-1 vs sample 0, the ceiling)", title_justify="left")
+    title = "per condition (aligned: samples 1..n-1 vs sample 0, the ceiling)"
+    # min_width: rich wraps a title to its table's width, which a few columns keep narrow.
+    table = Table(title=title, title_justify="left", min_width=len(title))
     table.add_column("metric")
     for name in metrics.conditions:
         table.add_column(name, justify="right")
@@ -39,7 +41,8 @@ def metrics_table(metrics) -> Table:
 
 
 def matrix_table(metrics) -> Table:
-    table = Table(title="sample 0 vs sample 0: Jaccard / embedding cosine", title_justify="left")
+    title = "sample 0 vs sample 0: Jaccard / embedding cosine"
+    table = Table(title=title, title_justify="left", min_width=len(title))
     table.add_column("")
     for name in metrics.conditions:
         table.add_column(name, justify="right")
