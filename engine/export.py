@@ -63,6 +63,7 @@ from engine.stats import ConditionStats, Stats, _order, compute_stats, session_w
 FORMATS = ("csv", "json", "jsonl", "md")
 SUFFIX_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".md": "md",
                   ".markdown": "md"}
+BINARY_SUFFIXES = (".xlsx", ".xls", ".xlsm", ".ods", ".odt", ".docx", ".doc", ".pdf", ".parquet", ".sqlite", ".db")
 FLOAT_DIGITS = 6
 MD_DIGITS = 3
 MD_ANSWER_CHARS = 400  # answers are cut to this many characters in the Markdown report
@@ -109,7 +110,11 @@ def format_for(fmt: str | None, output: Path | None) -> str:
             raise ExportError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
         return name
     if output is not None:
-        return SUFFIX_FORMATS.get(Path(output).suffix.lower(), "md")
+        suffix = Path(output).suffix.lower()
+        if suffix in BINARY_SUFFIXES:  # text written there would only confuse the program that opens it
+            raise ExportError(f"overton does not write {suffix} files; use .csv (any spreadsheet opens it), "
+                              f".json, .jsonl or .md, or name the format with --format")
+        return SUFFIX_FORMATS.get(suffix, "md")
     return "md"
 
 

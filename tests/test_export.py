@@ -340,6 +340,9 @@ def test_format_for():
     assert ex.format_for(None, Path("a.JSONL")) == "jsonl"
     assert ex.format_for(None, Path("a.txt")) == "md"
     assert ex.format_for("CSV", Path("a.md")) == "csv"
+    for binary in ("out.xlsx", "out.XLS", "report.pdf", "copy.db"):
+        with pytest.raises(ex.ExportError, match="does not write"):
+            ex.format_for(None, Path(binary))
     with pytest.raises(ex.ExportError, match="choose one of: csv, json, jsonl, md"):
         ex.format_for("xml", None)
 
