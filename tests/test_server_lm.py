@@ -208,11 +208,11 @@ def test_server_n_falls_back_when_the_server_ignores_it(llama_server, base_lm):
 @server
 def test_cancel_closes_the_stream_and_keeps_the_partial_answer(base_lm, chat_lm):
     cancel = threading.Event()
-    shown: list[str] = []
+    shown: dict[int, str] = {}
 
     def on_text(i, t):
-        shown.append(t)
-        if len("".join(shown)) > 10:
+        shown[i] = shown.get(i, "") + t
+        if len("".join(shown.values())) > 10:
             cancel.set()
 
     settings = GenerationSettings(temperature=1.0, max_new_tokens=1500)
@@ -221,7 +221,10 @@ def test_cancel_closes_the_stream_and_keeps_the_partial_answer(base_lm, chat_lm)
                                on_text=on_text, cancel=cancel)
     assert time.monotonic() - t0 < 30  # 4 x 1500 tokens would take minutes
     assert all(r.finish_reason == "cancelled" for r in results)
-    assert results[0].raw_text and "".join(shown) in results[0].raw_text
+    # Which samples had begun depends on the server's scheduling; each keeps what was shown.
+    assert any(r.raw_text for r in results)
+    for i, r in enumerate(results):
+        assert r.raw_text.startswith(shown.get(i, "")), i
     # the server is free again at once
     [r] = chat_lm.generate(Request("Say hi.", chat=True), GREEDY.with_(max_new_tokens=4), [0])
     assert r.finish_reason in ("eos", "length")
