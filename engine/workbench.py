@@ -311,9 +311,18 @@ class Workbench:
             self.emit(ev.HintReady(prompt_id, row["text"], "user"))
             return row
         existing = self.session.latest_hint(prompt_id)
-        if existing is not None:
+        if existing is not None and not self._stale(prompt_id, existing):
             return existing
         return self.summarise(prompt_id, cancel)
+
+    def _stale(self, prompt_id: str, hint: dict) -> bool:
+        """An aligned model's summary made before the newest aligned batch summarises an answer
+        that is no longer sample 0: the hint is made again. Typed and imported hints stay."""
+        if hint.get("source") != "aligned-summary":
+            return False
+        batch = self.session.latest_batches(prompt_id).get((prompt_id, REFERENCE), {})
+        first = batch.get(0) or next(iter(batch.values()), None)
+        return first is not None and first["created_at"] > hint["created_at"]
 
     def summarise(self, prompt_id: str, cancel: threading.Event | None = None) -> dict | None:
         """Ask the aligned model for a 2-3 sentence hint of aligned sample 0."""

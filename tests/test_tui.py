@@ -526,3 +526,15 @@ async def test_a_continued_session_opens_on_its_latest_prompt(tiny_trio, session
         box.focus()
         await pilot.press("N", "e", "w")
         assert box.value == "New"
+
+
+async def test_the_same_prompt_again_is_a_new_batch_of_one_prompt(tiny_trio, session):
+    app = OvertonApp(tiny_trio, session, GenerationSettings(max_new_tokens=5))
+    async with app.run_test(size=SIZE) as pilot:
+        first = await run_prompt(pilot, "Why is the sea salty?")
+        again = await run_prompt(pilot, "  Why is the sea salty?")
+        assert again == first and len(session.prompts()) == 1  # statistics count it once
+        rows = by_condition(session.generations(first))
+        assert len(rows["aligned"]) == 2 and len(rows["summary"]) == 2  # the hint follows the new sample 0
+        other = await run_prompt(pilot, "Why is the sky blue?")
+        assert other != first and len(session.prompts()) == 2

@@ -119,3 +119,26 @@ def test_prompt_longer_than_the_context_is_refused_before_it_is_stored(bench):
     with pytest.raises(PromptTooLong, match="leaves no room for an answer"):
         wb.add_prompt("word " * 6000)
     assert session.counts()["prompts"] == 0
+
+
+def test_a_new_aligned_batch_makes_a_new_hint_but_typed_hints_stay(bench):
+    """The hint summarises aligned sample 0: a run that makes a new aligned batch (the same
+    prompt generated again) summarises the new sample 0; the hinted answers use that one."""
+    wb, session, _ = bench
+    wb.settings = wb.settings.with_(seed=1)
+    pid = wb.add_prompt("How do tides work?")
+    wb.run(pid)
+    first = session.latest_hint(pid)
+    assert wb.run(pid, conditions=["hinted"]) and session.latest_hint(pid)["id"] == first["id"]  # still fresh
+    wb.settings = wb.settings.with_(seed=7)
+    wb.run(pid)  # a new aligned batch, then hinted
+    second = session.latest_hint(pid)
+    assert second["id"] != first["id"] and second["source"] == "aligned-summary"
+    hinted = sorted(session.generations(pid, "hinted"), key=lambda g: (g["created_at"], g["id"]))
+    assert {g["hint_id"] for g in hinted[-2:]} == {second["id"]}  # the newest batch (2 samples)
+    assert len([g for g in session.generations(pid) if g["condition"] == "summary"]) == 2
+    # A typed hint is the researcher's: a later aligned batch does not replace it.
+    wb.run(pid, hint="Tides follow the moon.", conditions=["hinted"])
+    wb.settings = wb.settings.with_(seed=9)
+    wb.run(pid, conditions=["aligned", "hinted"])
+    assert session.latest_hint(pid)["text"] == "Tides follow the moon."

@@ -467,7 +467,11 @@ class OvertonApp(AnnotationActions, ScreenActions, App):
         if self._refuse_while_busy():
             return None
         try:
-            prompt_id = self.workbench.add_prompt(text)
+            current = self.session.prompt(self.prompt_id) if self.prompt_id else None
+            if current is not None and text.strip() and current["text"] == text.strip():
+                prompt_id = self.prompt_id  # the same prompt again: a new batch of it, not a second prompt
+            else:
+                prompt_id = self.workbench.add_prompt(text)
         except Exception as exc:  # EmptyPrompt, SessionError, sqlite errors
             self.show_error(self._explain(exc), type(exc).__name__)
             return None
