@@ -155,3 +155,13 @@ def test_a_single_prompt_refused_leaves_no_session_file(tiny_trio, tmp_path):
     CliRunner().invoke(app, ["run", "word " * 9000, "--models", _models(tiny_trio), "--sessions-dir",
                              str(tmp_path), "--session", "kept", "--max-new-tokens", "3"])
     assert (tmp_path / "kept.db").exists()
+
+
+def test_the_same_prompt_run_again_is_a_new_batch_of_one_prompt(tiny_trio, tmp_path):
+    args = ["run", "Why is the sea salty?", "--models", _models(tiny_trio), "--sessions-dir", str(tmp_path),
+            "--session", "again", "--conditions", "base", "--max-new-tokens", "3"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert CliRunner().invoke(app, args + ["--seed", "5"]).exit_code == 0
+    with Session.open(tmp_path / "again.db", create=False) as s:
+        (prompt,) = s.prompts()
+        assert sorted(g["seed"] for g in s.generations(prompt["id"])) == [0, 5]

@@ -182,8 +182,12 @@ def run_prompt(console: Console, trio, session, settings, prompt: str, hint: str
     console.print(Text("prompt: ", style="bold") + Text(printable(prompt.strip())))
 
     def work(cancel, outcome):
+        from engine.prompt_file import text_id
+
         bench.load()
-        prompt_id = bench.add_prompt(prompt)
+        # Keyed by its text as a prompt-file line is: the same prompt run again (or also in a
+        # batch file) is a new batch of one prompt, not a second prompt in the statistics.
+        prompt_id = bench.add_prompt(prompt, external_id=text_id(prompt))
         outcome["prompt_id"] = prompt_id
         outcome["finished"] = bench.run(prompt_id, cancel, hint=hint, conditions=conditions)
 
